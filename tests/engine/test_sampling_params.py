@@ -1,0 +1,33 @@
+import pytest
+
+from tts.engine import SamplingParams
+
+
+def test_defaults_follow_vllm():
+    params = SamplingParams()
+    assert (params.temperature, params.top_p, params.top_k, params.min_p) == (1.0, 1.0, -1, 0.0)
+    assert params.n == 1 and params.seed is None and params.logprobs is None
+
+
+def test_stop_list_becomes_hashable_tuple():
+    params = SamplingParams(stop=["\n\n", "END"])
+    assert params.stop == ("\n\n", "END")
+    assert hash(params) == hash(SamplingParams(stop=("\n\n", "END")))
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"temperature": -0.1}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_k": 0}, "top_k"),
+        ({"min_p": 1.5}, "min_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"n": 0}, "n must be"),
+        ({"logprobs": -1}, "logprobs"),
+        ({"stop": [""]}, "stop"),
+    ],
+)
+def test_bad_params_are_refused_with_their_name(bad, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingParams(**bad)

@@ -1,0 +1,91 @@
+"""The `tts` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from tts.errors import TTSError, invalid_options
+
+
+def budgets(text: str) -> list[int]:
+    """Parse `--n 1,4,16`."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"every n must be >= 1, got {text!r}")
+    return sorted(set(values))
+
+
+def add_bench(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="accuracy of a strategy on a dataset at several budgets",
+        description="Run a strategy over a dataset at each budget n and print an accuracy table. "
+        "Re-running with the same --out resumes where the last run stopped.",
+    )
+    bench.add_argument("--model", required=True, help="Hugging Face model folder")
+    bench.add_argument("--backend", default="hf", help="generation backend (default: hf)")
+    bench.add_argument("--dataset", default="math500", help="name, .jsonl path or hf:OWNER/NAME")
+    bench.add_argument("--strategy", default="majority", help="search strategy")
+    bench.add_argument("--n", dest="ns", type=budgets, default=[1, 4, 16], help="e.g. 1,4,16")
+    bench.add_argument("--limit", type=int, help="first LIMIT problems only")
+    bench.add_argument("--max-tokens", type=int, default=1024, help="per completion")
+    bench.add_argument("--temperature", type=float, default=0.7)
+    bench.add_argument("--top-p", type=float, default=1.0)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--concurrency", type=int, default=32, help="rows solved at once")
+    bench.add_argument("--device", help="torch device (default: cuda if present, else cpu)")
+    bench.add_argument("--dtype", help="float32, bfloat16 or float16")
+    bench.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+def add_model(commands: argparse._SubParsersAction) -> None:
+    model = commands.add_parser("model", help="make model folders")
+    kinds = model.add_subparsers(dest="kind", required=True)
+    tiny = kinds.add_parser("tiny", help="a tiny random-weight model for tests and demos")
+    tiny.add_argument("--out", type=Path, required=True, help="folder to write")
+    tiny.add_argument("--family", choices=["llama", "qwen2"], default="llama")
+    tiny.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "bench":
+        from tts.bench import BenchConfig, format_table, run_bench
+
+        options = {k: v for k, v in vars(args).items() if k != "command"}
+        try:
+            config = BenchConfig(**options)
+        except ValidationError as error:
+            raise invalid_options("bench options", error) from None
+        print(format_table(run_bench(config)))
+        print(f"results: {config.out / 'results.jsonl'}  summary: {config.out / 'summary.json'}")
+    elif args.command == "model":
+        from tts.engine.tiny import build_tiny_model
+
+        print(build_tiny_model(args.out, family=args.family, seed=args.seed))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tts", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_bench(commands)
+    add_model(commands)
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except TTSError as error:
+        sys.exit(f"tts: error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("tts: interrupted; run the same command again to continue")
+
+
+if __name__ == "__main__":
+    main()

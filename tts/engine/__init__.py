@@ -1,0 +1,59 @@
+"""Generation backends behind one interface: `load()` one, then `await backend.generate(...)`."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+
+from tts.engine.backend import Backend, Completion, SamplingParams
+from tts.errors import TTSError
+
+__all__ = ["Backend", "Completion", "SamplingParams", "load", "resolve_model", "BACKENDS"]
+
+# name -> "module:class"; imported on demand so that a backend's optional dependencies are only
+# needed by the users who pick it.
+BACKENDS = {
+    "hf": "tts.engine.hf:HFBackend",
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_model(model: str | Path) -> Path:
+    """The Hugging Face folder a model name stands for, or a one-line error saying what's wrong."""
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise TTSError(f"model folder not found: {model}")
+    if not (path / "config.json").is_file():
+        raise TTSError(f"not a Hugging Face model folder (no config.json): {model}")
+    return path
+
+
+def load(
+    model: str | Path,
+    backend: str = "hf",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    **opts,
+) -> Backend:
+    """Load `model` (a Hugging Face folder) into the named backend.
+
+    device: defaults to CUDA when there is one, else CPU.
+    dtype: "float32", "bfloat16" or "float16"; defaults to float32 on CPU and bfloat16 elsewhere.
+    opts: passed to the backend's constructor (e.g. `max_batch_size`).
+    """
+    if backend not in BACKENDS:
+        raise TTSError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    path = resolve_model(model)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    elif isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise TTSError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+    module_name, class_name = BACKENDS[backend].split(":")
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    return backend_class(path, device=device, dtype=dtype, **opts)

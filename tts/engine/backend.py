@@ -1,0 +1,115 @@
+"""The contract every generation backend keeps: what a request asks for and what comes back.
+
+Search strategies see only this module. A backend takes one prompt and a `SamplingParams`, and
+returns `n` completions; batching across concurrent requests is the backend's business, so a
+strategy simply awaits `generate` from as many coroutines as it likes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one request. Field names and defaults follow vLLM and the OpenAI API.
+
+    temperature: 0 means greedy decoding.
+    top_k: -1 keeps every token; min_p: 0 disables it.
+    max_tokens: the most tokens to generate per completion.
+    stop: strings that end a completion; the matched string is not part of the returned text.
+    seed: makes this request's samples reproducible on its own, whatever else is in flight.
+    n: completions to return for the one prompt.
+    logprobs: None for no log-probabilities, k >= 0 for the sampled token's plus the k best.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    min_p: float = 0.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+    logprobs: int | None = None
+
+    def __post_init__(self) -> None:
+        # Accept any sequence of stop strings but keep the params hashable (backends group by them).
+        object.__setattr__(self, "stop", tuple(self.stop))
+        problems = []
+        if self.temperature < 0:
+            problems.append(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k == 0 or self.top_k < -1:
+            problems.append(f"top_k must be -1 (off) or >= 1, got {self.top_k}")
+        if not 0 <= self.min_p <= 1:
+            problems.append(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.max_tokens < 1:
+            problems.append(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.n < 1:
+            problems.append(f"n must be >= 1, got {self.n}")
+        if self.logprobs is not None and self.logprobs < 0:
+            problems.append(f"logprobs must be None or >= 0, got {self.logprobs}")
+        if any(not s for s in self.stop):
+            problems.append("stop strings must be non-empty")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+@dataclass
+class Completion:
+    """One generated continuation.
+
+    token_ids holds every generated token, including those of a matched stop string, while text
+    ends before the stop string (as vLLM and the OpenAI API return it). logprobs, when asked
+    for, has one dict per generated token mapping token id to log-probability under the model's
+    unmodified distribution: the sampled token and the `logprobs` most likely ones.
+    """
+
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason
+    logprobs: list[dict[int, float]] | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A text generator that search strategies drive.
+
+    `generate` may be awaited concurrently from many coroutines; the backend batches whatever is
+    in flight. Cancelling the awaiting coroutine aborts the request. `tokenizer` is a
+    transformers tokenizer: callers build prompts with its `apply_chat_template`.
+    """
+
+    tokenizer: Any
+
+    async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
+        """Return `params.n` completions of `prompt` (text, or token ids used as they are)."""
+        ...
+
+
+def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
+    """Cut `text` before the earliest occurrence of any stop string; say whether one matched."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def encode_prompt(tokenizer: Any, prompt: str | list[int]) -> list[int]:
+    """Token ids for a prompt: ids pass through; text gets the tokenizer's special tokens.
+
+    A chat template already starts with the BOS token, and encoding its output with special
+    tokens would double it, which silently degrades Llama-family models; the duplicate is dropped.
+    """
+    if not isinstance(prompt, str):
+        return list(prompt)
+    ids = tokenizer(prompt).input_ids
+    bos = tokenizer.bos_token_id
+    if bos is not None and len(ids) >= 2 and ids[0] == bos and ids[1] == bos:
+        ids = ids[1:]
+    return ids

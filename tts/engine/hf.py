@@ -1,0 +1,205 @@
+"""The `hf` backend: `transformers.generate`, the slow, exact reference for every other backend.
+
+Concurrent requests are batched: requests that arrive while a batch is generating wait in a
+queue, and the next batch takes every waiting request that samples the same way (same params
+apart from `n`). A request with a seed is generated in a batch of its own, after seeding torch,
+because transformers draws every row of a batch from one random stream: that is the only way its
+samples stay the same whatever else is in flight. Generation runs in a worker thread so the event
+loop keeps serving while the model computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from tts.engine.backend import Completion, SamplingParams, encode_prompt, truncate_at_stop
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    params: SamplingParams
+    future: asyncio.Future
+
+
+class HFBackend:
+    """Generate with `model.generate` from a Hugging Face folder.
+
+    max_batch_size: the most rows (prompts times `n`) one `generate` call takes.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_batch_size: int = 64,
+    ) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+        self.device = device
+        self.max_batch_size = max_batch_size
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_token_ids = set(eos) if isinstance(eos, list) else {eos} - {None}
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else min(self.eos_token_ids, default=0)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-hf")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[_Request] = []
+        self._wake: asyncio.Event | None = None
+
+    async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # First call, or a new event loop (each asyncio.run makes one): the worker and its
+            # queue belong to the loop they were made in.
+            self._loop, self._pending, self._wake = loop, [], asyncio.Event()
+            loop.create_task(self._serve())
+        request = _Request(encode_prompt(self.tokenizer, prompt), params, loop.create_future())
+        self._pending.append(request)
+        self._wake.set()
+        return await request.future
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while batch := self._take_batch():
+                try:
+                    results = await loop.run_in_executor(self._executor, self._generate, batch)
+                except Exception as error:  # a failed batch fails its requests, not the worker
+                    for request in batch:
+                        if not request.future.done():
+                            request.future.set_exception(error)
+                    continue
+                for request, completions in zip(batch, results):
+                    if not request.future.done():
+                        request.future.set_result(completions)
+
+    def _take_batch(self) -> list[_Request]:
+        self._pending = [r for r in self._pending if not r.future.done()]  # drop cancelled
+        if not self._pending:
+            return []
+        first = self._pending[0]
+        batch, rows = [first], first.params.n
+        if first.params.seed is None:
+            key = dataclasses.replace(first.params, n=1)
+            for request in self._pending[1:]:
+                fits = rows + request.params.n <= self.max_batch_size
+                if fits and dataclasses.replace(request.params, n=1) == key:
+                    batch.append(request)
+                    rows += request.params.n
+        taken = {id(r) for r in batch}
+        self._pending = [r for r in self._pending if id(r) not in taken]
+        return batch
+
+    @torch.inference_mode()
+    def _generate(self, batch: list[_Request]) -> list[list[Completion]]:
+        params = batch[0].params
+        rows = [r.prompt_ids for r in batch for _ in range(r.params.n)]
+        width = max(len(ids) for ids in rows)
+        # Left padding, so every row's next token sits in the last column.
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, ids in enumerate(rows):
+            input_ids[i, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[i, width - len(ids) :] = 1
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        output = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            generation_config=self._generation_config(params),
+            tokenizer=self.tokenizer,
+        )
+        new_tokens = output.sequences[:, width:].tolist()
+        logits = torch.stack(output.logits, dim=1) if params.logprobs is not None else None
+        completions, row = [], 0
+        for request in batch:
+            completions.append(
+                [
+                    self._completion(new_tokens[row + j], request, logits, row + j)
+                    for j in range(request.params.n)
+                ]
+            )
+            row += request.params.n
+        return completions
+
+    def _generation_config(self, params: SamplingParams) -> GenerationConfig:
+        # A fresh config rather than the model's own, so that defaults shipped in a model's
+        # generation_config.json (top_k=20, repetition_penalty, ...) never change the sampling
+        # a request asked for.
+        sample = params.temperature > 0
+        return GenerationConfig(
+            max_new_tokens=params.max_tokens,
+            do_sample=sample,
+            temperature=params.temperature if sample else None,
+            top_p=params.top_p if sample and params.top_p < 1 else None,
+            top_k=params.top_k if sample and params.top_k > 0 else None,
+            min_p=params.min_p if sample and params.min_p > 0 else None,
+            stop_strings=list(params.stop) or None,
+            eos_token_id=sorted(self.eos_token_ids),
+            pad_token_id=self.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=params.logprobs is not None,
+        )
+
+    def _completion(
+        self, tokens: list[int], request: _Request, logits: torch.Tensor | None, row: int
+    ) -> Completion:
+        params = request.params
+        end = next((i + 1 for i, t in enumerate(tokens) if t in self.eos_token_ids), None)
+        finish = "stop" if end is not None else "length"
+        tokens = tokens[:end] if end is not None else tokens
+        text = self._decode(tokens)
+        if params.stop:
+            text, stopped = truncate_at_stop(text, params.stop)
+            if stopped:
+                finish = "stop"
+                tokens = tokens[: self._tokens_until_stop(tokens, params.stop)]
+        return Completion(
+            text=text,
+            token_ids=tokens,
+            finish_reason=finish,
+            logprobs=self._logprobs(logits[row], tokens, params.logprobs)
+            if logits is not None
+            else None,
+            prompt_tokens=len(request.prompt_ids),
+            cached_tokens=0,
+        )
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _tokens_until_stop(self, tokens: list[int], stop: tuple[str, ...]) -> int:
+        """The shortest prefix of `tokens` whose text holds a stop string (binary search)."""
+        low, high = 1, len(tokens)
+        while low < high:
+            mid = (low + high) // 2
+            if truncate_at_stop(self._decode(tokens[:mid]), stop)[1]:
+                high = mid
+            else:
+                low = mid + 1
+        return high
+
+    @staticmethod
+    def _logprobs(logits: torch.Tensor, tokens: list[int], top: int) -> list[dict[int, float]]:
+        logprobs = torch.log_softmax(logits[: len(tokens)].float(), dim=-1)
+        result = []
+        for step, token in enumerate(tokens):
+            entry = {token: logprobs[step, token].item()}
+            if top > 0:
+                values, ids = logprobs[step].topk(top)
+                entry.update(zip(ids.tolist(), values.tolist()))
+            result.append(entry)
+        return result

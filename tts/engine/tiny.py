@@ -1,0 +1,102 @@
+"""A tiny random-weight model, built offline, saved as an ordinary Hugging Face folder.
+
+Tests and demos need a real model folder (config, safetensors, tokenizer with a chat template)
+without downloading one; the weights are random, so the text is gibberish, but every code path
+is the one a real Llama or Qwen2 model takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+
+# ChatML, as Qwen models use it. Llama-family tokenizers start with a BOS token, and so does
+# their template: the engine must then not add a second one.
+CHAT_TEMPLATE = (
+    "{{ bos_token if bos_token else '' }}"
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+CORPUS = [
+    "Solve the problem step by step, and put your final answer within \\boxed{}.",
+    "<think>Let me compute 12 + 30 = 42. Wait, check it again: 12 + 30 = 42.</think>",
+    "The answer is \\boxed{42}.",
+    "First, 7 * 8 = 56.\n\nThen 56 - 14 = 42.\n\nThe answer is \\boxed{42}.",
+    "What is the value of $x$ if $2x + 3 = 11$? Subtract 3: $2x = 8$, so $x = \\frac{8}{2} = 4$.",
+    "#### 72",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many in May.",
+    "0 1 2 3 4 5 6 7 8 9 10 100 1000 + - * / = ( ) [ ] { } ^ _ \\sqrt \\pi \\frac \\cdot",
+]
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+
+
+def build_tokenizer(vocab_size: int = 512, bos: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on a few lines of math text.
+
+    bos: whether encoding adds a BOS token (Llama style) or not (Qwen style).
+    """
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    bos_token = "<|endoftext|>" if bos else None
+    if bos:
+        bos_id = tokenizer.token_to_id(bos_token)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{bos_token} $A", special_tokens=[(bos_token, bos_id)]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=bos_token,
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+    )
+    fast.add_tokens(["<think>", "</think>"])
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_model(
+    out: str | Path,
+    family: str = "llama",
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight `family` ("llama" or "qwen2") model folder to `out`."""
+    if family not in ("llama", "qwen2"):
+        raise ValueError(f"family must be 'llama' or 'qwen2', got {family!r}")
+    tokenizer = build_tokenizer(bos=family == "llama")
+    config_class = LlamaConfig if family == "llama" else Qwen2Config
+    config = config_class(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=family == "qwen2",
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    out = Path(out)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

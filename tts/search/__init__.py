@@ -1,0 +1,38 @@
+"""Search strategies: each one short module over the `Backend` and `Scorer` interfaces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from tts.errors import TTSError, invalid_options
+from tts.search.base import Candidate, SearchResult, Strategy, StrategyConfig, Usage
+from tts.search.majority import Majority, MajorityConfig
+
+__all__ = [
+    "STRATEGIES",
+    "Candidate",
+    "SearchResult",
+    "Strategy",
+    "StrategyConfig",
+    "Usage",
+    "make_strategy",
+]
+
+# name -> (strategy class, its config class)
+STRATEGIES: dict[str, tuple[type, type[StrategyConfig]]] = {
+    "majority": (Majority, MajorityConfig),
+}
+
+
+def make_strategy(name: str, **options: Any) -> Strategy:
+    """Build the named strategy from its options, or say in one line what is wrong with them."""
+    if name not in STRATEGIES:
+        raise TTSError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    strategy_class, config_class = STRATEGIES[name]
+    try:
+        config = config_class(**options)
+    except ValidationError as error:
+        raise invalid_options(f"options for strategy {name!r}", error) from None
+    return strategy_class(config)

@@ -1,0 +1,113 @@
+"""What every search strategy takes and returns.
+
+A strategy solves one problem with plain async code over a `Backend` (and, for guided search, a
+`Scorer`); throughput comes from solving many problems concurrently while the backend batches
+their requests. Every strategy returns the same `SearchResult`, so benchmarks, the server and data
+generation treat them alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tts.engine import Backend, Completion, SamplingParams
+from tts.verifiers import Scorer
+
+# The instruction Qwen2.5-Math and most open reasoning models are evaluated with.
+DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+class StrategyConfig(BaseModel):
+    """Options every strategy shares: how to prompt and how to sample."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.7, ge=0, description="sampling temperature; 0 is greedy")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(1024, ge=1, description="most tokens generated per completion")
+    seed: int | None = Field(None, description="seed for reproducible samples; None draws afresh")
+    instruction: str = Field(DEFAULT_INSTRUCTION, description="appended to the problem")
+
+    def sampling(self, n: int = 1, **overrides: Any) -> SamplingParams:
+        """The backend parameters for `n` samples under this config."""
+        values = dict(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            n=n,
+        )
+        return SamplingParams(**(values | overrides))
+
+
+@dataclass
+class Usage:
+    """Compute a search spent: tokens in, out and served from the prefix cache, scorer work, time.
+
+    prompt_tokens counts every prompt token sent to the backend, cached ones included.
+    seconds is wall-clock time from the start of `solve` to its end.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    scorer_calls: int = 0
+    scorer_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, completions: list[Completion]) -> None:
+        """Count one `generate` call's completions (n samples each carry the prompt once)."""
+        for completion in completions:
+            self.prompt_tokens += completion.prompt_tokens
+            self.cached_tokens += completion.cached_tokens
+            self.completion_tokens += len(completion.token_ids)
+
+
+@dataclass
+class Candidate:
+    """One finished solution a strategy considered.
+
+    score: the strategy's own measure of it: vote share, reward-model score, ...
+    """
+
+    text: str
+    answer: str | None
+    score: float | None = None
+    tokens: int = 0
+    finish_reason: str = "stop"
+
+
+@dataclass
+class SearchResult:
+    """The chosen answer and text, every candidate, the search tree (tree strategies) and usage."""
+
+    answer: str | None
+    text: str
+    candidates: list[Candidate]
+    tree: dict[str, Any] | None = None
+    usage: Usage = field(default_factory=Usage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Solves one problem. Implementations take their options as a pydantic config."""
+
+    async def solve(
+        self, problem: str, backend: Backend, scorer: Scorer | None = None
+    ) -> SearchResult: ...
+
+
+def build_prompt(tokenizer: Any, problem: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
+    """The prompt for a problem: the model's chat template if it has one, else plain text."""
+    content = f"{problem}\n{instruction}" if instruction else problem
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+    return f"Question: {content}\nAnswer:"

@@ -1,0 +1,70 @@
+"""Self-consistency (Wang et al., 2023, "Self-Consistency Improves Chain of Thought Reasoning"):
+sample n solutions and answer with the most common final answer.
+
+Answers are clustered by `math_equal`, so `\\frac{1}{2}` and `0.5` vote together. Each
+candidate's score is its cluster's vote share.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import Field
+
+from tts.engine import Backend
+from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, build_prompt
+from tts.verifiers import Scorer, extract_answer, math_equal
+
+
+class MajorityConfig(StrategyConfig):
+    n: int = Field(16, ge=1, description="solutions sampled")
+
+
+def vote(answers: list[str | None]) -> list[list[int]]:
+    """Clusters of equivalent answers as lists of indices, largest first (ties: earliest first).
+
+    Missing answers (None) vote for nothing. Each answer joins the first cluster whose first
+    member it equals, so the result does not depend on how equality chains.
+    """
+    clusters: list[list[int]] = []
+    for i, answer in enumerate(answers):
+        if answer is None:
+            continue
+        for cluster in clusters:
+            head = answers[cluster[0]]
+            if answer == head or math_equal(answer, head):
+                cluster.append(i)
+                break
+        else:
+            clusters.append([i])
+    return sorted(clusters, key=len, reverse=True)  # stable: ties keep first-seen order
+
+
+class Majority:
+    """Majority vote over n sampled solutions."""
+
+    def __init__(self, config: MajorityConfig) -> None:
+        self.config = config
+
+    async def solve(
+        self, problem: str, backend: Backend, scorer: Scorer | None = None
+    ) -> SearchResult:
+        start, usage = time.perf_counter(), Usage()
+        prompt = build_prompt(backend.tokenizer, problem, self.config.instruction)
+        completions = await backend.generate(prompt, self.config.sampling(self.config.n))
+        usage.add(completions)
+        answers = [extract_answer(c.text) for c in completions]
+        clusters = vote(answers)
+        share = {i: len(c) / len(answers) for c in clusters for i in c}
+        candidates = [
+            Candidate(c.text, a, share.get(i, 0.0), len(c.token_ids), c.finish_reason)
+            for i, (c, a) in enumerate(zip(completions, answers))
+        ]
+        winner = candidates[clusters[0][0]] if clusters else None
+        usage.seconds = time.perf_counter() - start
+        return SearchResult(
+            answer=winner.answer if winner else None,
+            text=winner.text if winner else candidates[0].text,
+            candidates=candidates,
+            usage=usage,
+        )
