@@ -48,6 +48,7 @@ def build_tokenizer(vocab_size: int = 512, bos: bool = True) -> PreTrainedTokeni
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
     bos_token = "<|endoftext|>" if bos else None

@@ -1,0 +1,152 @@
+"""`tts bench` end to end: the real command on a real tiny model folder and real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tts.cli import main
+
+BENCH = ["--backend", "hf", "--dataset", "gsm8k", "--strategy", "majority", "--device", "cpu"]
+
+
+def tts(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tts.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        **kwargs,
+    )
+
+
+def rows(out: Path) -> list[dict]:
+    return [orjson.loads(line) for line in (out / "results.jsonl").read_bytes().splitlines()]
+
+
+def without_timing(records: list[dict]) -> dict:
+    """Records by key, minus wall-clock seconds (the only field allowed to differ between runs)."""
+    keyed = {}
+    for record in records:
+        record = {**record, "usage": {k: v for k, v in record["usage"].items() if k != "seconds"}}
+        keyed[(record["problem_id"], record["n"])] = record
+    return keyed
+
+
+def test_tiny_model_command_writes_a_loadable_folder(tmp_path):
+    process = tts("model", "tiny", "--out", str(tmp_path / "m"), "--family", "qwen2")
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
+        p.name for p in (tmp_path / "m").iterdir()
+    }
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model_type"] == "qwen2"
+
+
+def test_bench_writes_results_summary_and_table(tiny_llama, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["bench", "--model", str(tiny_llama), *BENCH, "--n", "1,2", "--limit", "3"]
+    main([*args, "--max-tokens", "8", "--out", str(out)])
+    table = capsys.readouterr().out
+    assert "accuracy" in table and "pass@n" in table and "maj@n" in table
+    records = rows(out)
+    assert sorted((r["problem_id"], r["n"]) for r in records) == [
+        (f"gsm8k-test-{i}", n) for i in range(3) for n in (1, 2)
+    ]
+    for record in records:
+        assert len(record["candidates"]) == record["n"]
+        assert record["gold"] and record["dataset"] == "gsm8k" and record["strategy"] == "majority"
+        assert record["usage"]["completion_tokens"] == sum(
+            c["tokens"] for c in record["candidates"]
+        )
+        assert record["correct"] == (record["answer"] is not None and record["correct"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["n"] for row in summary["rows"]] == [1, 2]
+    assert all(row["problems"] == 3 for row in summary["rows"])
+
+    # The same command again has nothing left to do and changes nothing.
+    before = (out / "results.jsonl").read_bytes()
+    main([*args, "--max-tokens", "8", "--out", str(out)])
+    assert (out / "results.jsonl").read_bytes() == before
+
+
+def test_killed_run_resumes_to_the_same_results_without_duplicates(tiny_llama, tmp_path):
+    args = ["bench", "--model", str(tiny_llama), *BENCH, "--n", "1,3", "--limit", "10"]
+    args += ["--max-tokens", "24", "--concurrency", "2", "--temperature", "1.0"]
+
+    reference = tts(*args, "--out", str(tmp_path / "whole"))
+    killed_out = tmp_path / "killed"
+    victim = tts(*args, "--out", str(killed_out), start_new_session=True)
+    results = killed_out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if results.exists() and results.read_bytes().count(b"\n") >= 4:
+            break
+        time.sleep(0.01)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.communicate()
+    written = results.read_bytes().count(b"\n")
+    assert 4 <= written < 20, "the run should have been stopped halfway"
+    with results.open("ab") as handle:  # as if the kill landed in the middle of a write
+        handle.write(b'{"problem_id": "gsm8k-test-9", "n": 3, "cand')
+
+    resumed = tts(*args, "--out", str(killed_out))
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    _, stderr = reference.communicate(timeout=300)
+    assert reference.returncode == 0, stderr
+
+    final = rows(killed_out)
+    assert len(final) == 20 == len({(r["problem_id"], r["n"]) for r in final})
+    assert without_timing(final) == without_timing(rows(tmp_path / "whole"))
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--model": "/no/such/model"}, "model folder not found: /no/such/model"),
+        ({"--dataset": "math5000"}, "unknown dataset 'math5000'"),
+        ({"--dataset": "BAD_JSONL"}, "bad.jsonl, line 2: not valid JSON"),
+        ({"--temperature": "-1"}, "temperature: Input should be greater than or equal to 0"),
+        ({"--strategy": "beem"}, "unknown strategy 'beem'"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(tiny_llama, tmp_path, capsys, change, message):
+    bad = write(tmp_path / "bad.jsonl", '{"problem": "p", "answer": "1"}\n{"problem": \n')
+    options = {"--model": str(tiny_llama), "--dataset": "gsm8k", "--out": str(tmp_path / "o")}
+    options |= {k: str(bad) if v == "BAD_JSONL" else v for k, v in change.items()}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", *[x for kv in options.items() for x in kv], "--limit", "2"])
+    error = str(exit_info.value.code)
+    assert error.startswith("tts: error: ") and message in error and "\n" not in error
+
+
+@pytest.mark.parametrize("budgets", ["0", "1,-4", "four"])
+def test_bad_budgets_are_refused_by_the_parser(tiny_llama, tmp_path, capsys, budgets):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--model", str(tiny_llama), "--n", budgets, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --n" in error and "Traceback" not in error
+
+
+def test_resuming_with_other_settings_is_refused(tiny_llama, tmp_path, capsys):
+    args = ["bench", "--model", str(tiny_llama), *BENCH, "--n", "1", "--limit", "1"]
+    main([*args, "--max-tokens", "4", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--max-tokens", "8", "--out", str(tmp_path)])
+    assert "other settings (max_tokens)" in str(exit_info.value.code)
