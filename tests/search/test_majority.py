@@ -5,9 +5,9 @@ import asyncio
 import pytest
 
 from tts.engine import Completion, SamplingParams, load
+from tts.errors import TTSError
 from tts.search import make_strategy
 from tts.search.majority import vote
-from tts.errors import TTSError
 
 
 def test_vote_clusters_equivalent_answers_largest_first():
