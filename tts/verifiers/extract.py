@@ -1,0 +1,111 @@
+"""Pull the final answer out of a model's output, or say there is none.
+
+Rules, in order:
+
+1. Reasoning models think inside ``<think>...</think>``; only the text after the last
+   ``</think>`` is the model's answer, so only that is searched. An answer that appears only
+   inside the think block is scratch work and does not count. A ``<think>`` that is never closed
+   means the model ran out of tokens mid-thought: nothing it wrote is final, so the result is
+   ``None``. Text without any think tag is searched whole.
+2. The last ``\\boxed{...}`` (or ``\\fbox{...}``, or ``\\boxed 7`` without braces) decides, and
+   its inner content is returned as written. If that last box is empty or never closed (output
+   cut off), the result is ``None``: earlier boxes are intermediate values, returning one
+   would be a guess.
+3. Otherwise the last answer phrase decides: "The answer is", "The final answer is",
+   "Final Answer:", "**Final Answer**", "Answer:" or GSM8K's "#### 72". The answer is the rest
+   of that line (or the next non-empty line when the phrase ends its line), up to the end of the
+   sentence, without markdown bold, surrounding ``$`` or a trailing period.
+4. Anything else is ``None``. We never fall back to "the last number in the text".
+
+Normalising the answer (``\\text{}``, units, ``\\dfrac``) is `tts.verifiers.equal`'s job, not
+this module's.
+"""
+
+import re
+
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+# The answer follows the phrase; the last phrase wins. "answer is" alone is too common in
+# prose ("my answer is wrong") to count, so a phrase needs "the", "final" or a line of its own.
+_PHRASE = re.compile(
+    r"\bthe\s+(?:final\s+)?answer\s+is\b"
+    r"|\bfinal\s+answer\s*(?:\*\*)?\s*(?:is\b|:|：|$)"
+    r"|^[ \t*#]*answer\s*(?:\*\*)?\s*[:：]"
+    r"|####",
+    re.IGNORECASE | re.MULTILINE,
+)
+# A sentence ends at a period followed by whitespace; "3.5" and "\ldots" keep theirs.
+_SENTENCE_END = re.compile(r"\.(?=\s)")
+_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer in `text` as a string, or None when the model gave none (see module)."""
+    close = text.rfind("</think>")
+    if close >= 0:
+        text = text[close + len("</think>") :]
+    elif "<think>" in text:
+        return None
+    boxes = list(_BOX.finditer(text))
+    if boxes:
+        return _box_content(text, boxes[-1].end())
+    return _phrase_answer(text)
+
+
+def _box_content(text: str, start: int) -> str | None:
+    """Content of the box whose command ends at `start`; None if empty or unclosed."""
+    i = start
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    if i == len(text):
+        return None
+    if text[i] != "{":
+        # \boxed 7: TeX takes one token; models write a bare number or word here.
+        match = re.match(r"[^\s$]+", text[i:])
+        return _clean(match.group(0)) if match else None
+    depth = 0
+    j = i
+    while j < len(text):
+        char = text[j]
+        if char == "\\":
+            j += 2  # \{ and \} are literal braces, not grouping
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return _clean(text[i + 1 : j])
+        j += 1
+    return None
+
+
+def _phrase_answer(text: str) -> str | None:
+    """What follows the last answer phrase, or None without one."""
+    matches = list(_PHRASE.finditer(text))
+    if not matches:
+        return None
+    rest = text[matches[-1].end() :].lstrip(" \t*:：")
+    lines = [line for line in rest.split("\n") if line.strip()]
+    if not lines:
+        return None
+    first = lines[0].strip()
+    sentence = _SENTENCE_END.split(first, maxsplit=1)[0]
+    return _clean(sentence)
+
+
+def _clean(answer: str) -> str | None:
+    """Strip what carries no value: spaces, bold, surrounding $, a trailing period."""
+    previous = None
+    while answer != previous:
+        previous = answer
+        # Bold markers stray to either end: "**Final Answer:** 42", "is **42**."
+        answer = answer.strip().strip("*").rstrip(".").strip()
+        for left, right in _WRAPPERS:
+            if len(answer) >= len(left) + len(right) and answer.startswith(left):
+                if answer.endswith(right):
+                    answer = answer[len(left) : -len(right)]
+                elif left == "$":
+                    answer = answer[1:]  # "$5" as a price, or "$5." cut at a sentence end
+        if answer.endswith("$") and not answer.endswith("\\$") and "$" not in answer[:-1]:
+            answer = answer[:-1]  # "5$" left behind by "is 5$."
+    return answer or None
