@@ -144,6 +144,25 @@ def test_bad_budgets_are_refused_by_the_parser(tiny_llama, tmp_path, capsys, bud
     assert "argument --n" in error and "Traceback" not in error
 
 
+def test_a_failed_start_does_not_pin_the_settings(tiny_llama, tmp_path, capsys):
+    args = [
+        "bench",
+        *BENCH,
+        "--n",
+        "1",
+        "--limit",
+        "1",
+        "--max-tokens",
+        "4",
+        "--out",
+        str(tmp_path),
+    ]
+    with pytest.raises(SystemExit):
+        main([*args, "--model", str(tmp_path / "typo")])
+    main([*args, "--model", str(tiny_llama)])  # the corrected command runs
+    assert len(rows(tmp_path)) == 1
+
+
 def test_resuming_with_other_settings_is_refused(tiny_llama, tmp_path, capsys):
     args = ["bench", "--model", str(tiny_llama), *BENCH, "--n", "1", "--limit", "1"]
     main([*args, "--max-tokens", "4", "--out", str(tmp_path)])

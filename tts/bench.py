@@ -58,11 +58,11 @@ def row_seed(seed: int, problem_id: str, n: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def check_identity(config: BenchConfig) -> None:
-    """Refuse to append to a results folder made with other settings."""
+def check_identity(config: BenchConfig, has_results: bool) -> None:
+    """Refuse to append to results made with other settings; record the settings otherwise."""
     run_file = config.out / "run.json"
     identity = config.identity()
-    if run_file.exists():
+    if has_results and run_file.exists():
         previous = orjson.loads(run_file.read_bytes())
         changed = sorted(
             k for k in identity.keys() | previous.keys() if identity.get(k) != previous.get(k)
@@ -194,9 +194,9 @@ def run_bench(config: BenchConfig) -> list[dict[str, Any]]:
         max_tokens=config.max_tokens,
     )  # bad options fail before any model loads
     problems = load_dataset(config.dataset, config.limit)
-    check_identity(config)
     results_path = config.out / "results.jsonl"
     done = {(r["problem_id"], r["n"]) for r in read_records(results_path)}
+    check_identity(config, has_results=bool(done))
     jobs = [(p, n) for p in problems for n in config.ns if (p.id, n) not in done]
     started = time.perf_counter()
     if jobs:

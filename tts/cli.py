@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from tts import __version__
 from tts.errors import TTSError, invalid_options
 
 
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tts", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tts {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     add_bench(commands)
     add_model(commands)
