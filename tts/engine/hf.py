@@ -56,6 +56,7 @@ class HFBackend:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Request] = []
         self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
 
     async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
         loop = asyncio.get_running_loop()
@@ -63,7 +64,7 @@ class HFBackend:
             # First call, or a new event loop (each asyncio.run makes one): the worker and its
             # queue belong to the loop they were made in.
             self._loop, self._pending, self._wake = loop, [], asyncio.Event()
-            loop.create_task(self._serve())
+            self._worker = loop.create_task(self._serve())  # held: the loop keeps weak refs
         request = _Request(encode_prompt(self.tokenizer, prompt), params, loop.create_future())
         self._pending.append(request)
         self._wake.set()

@@ -8,7 +8,7 @@ generation treat them alike.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,9 +89,6 @@ class SearchResult:
     candidates: list[Candidate]
     tree: dict[str, Any] | None = None
     usage: Usage = field(default_factory=Usage)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @runtime_checkable
