@@ -15,6 +15,7 @@ __all__ = ["Backend", "Completion", "SamplingParams", "load", "resolve_model", "
 # name -> "module:class"; imported on demand so that a backend's optional dependencies are only
 # needed by the users who pick it.
 BACKENDS = {
+    "native": "tts.engine.native.engine:NativeBackend",
     "hf": "tts.engine.hf:HFBackend",
 }
 

@@ -8,7 +8,10 @@ strategy simply awaits `generate` from as many coroutines as it likes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from transformers import GenerationConfig
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -21,6 +24,7 @@ class SamplingParams:
     top_k: -1 keeps every token; min_p: 0 disables it.
     max_tokens: the most tokens to generate per completion.
     stop: strings that end a completion; the matched string is not part of the returned text.
+    stop_token_ids: token ids that end a completion (besides the model's EOS), kept in it.
     seed: makes this request's samples reproducible on its own, whatever else is in flight.
     n: completions to return for the one prompt.
     logprobs: None for no log-probabilities, k >= 0 for the sampled token's plus the k best.
@@ -32,6 +36,7 @@ class SamplingParams:
     min_p: float = 0.0
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
     n: int = 1
     logprobs: int | None = None
@@ -39,6 +44,7 @@ class SamplingParams:
     def __post_init__(self) -> None:
         # Accept any sequence of stop strings but keep the params hashable (backends group by them).
         object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
         problems = []
         if self.temperature < 0:
             problems.append(f"temperature must be >= 0, got {self.temperature}")
@@ -98,6 +104,19 @@ def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     """Cut `text` before the earliest occurrence of any stop string; say whether one matched."""
     cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def eos_token_ids(model_dir: str | Path, tokenizer: Any) -> frozenset[int]:
+    """The tokens that end generation: the model's generation config's EOS ids (chat models
+    often list several there), else the tokenizer's EOS."""
+    try:
+        eos = GenerationConfig.from_pretrained(model_dir).eos_token_id
+    except OSError:  # no generation_config.json
+        eos = None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    ids = eos if isinstance(eos, list) else [eos]
+    return frozenset(i for i in ids if i is not None)
 
 
 def encode_prompt(tokenizer: Any, prompt: str | list[int]) -> list[int]:

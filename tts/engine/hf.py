@@ -19,7 +19,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from tts.engine.backend import Completion, SamplingParams, encode_prompt, truncate_at_stop
+from tts.engine.backend import (
+    Completion,
+    SamplingParams,
+    encode_prompt,
+    eos_token_ids,
+    truncate_at_stop,
+)
 
 
 @dataclass
@@ -46,10 +52,7 @@ class HFBackend:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
         self.device = device
         self.max_batch_size = max_batch_size
-        eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.tokenizer.eos_token_id
-        self.eos_token_ids = set(eos) if isinstance(eos, list) else {eos} - {None}
+        self.eos_token_ids = eos_token_ids(model_dir, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else min(self.eos_token_ids, default=0)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-hf")
@@ -149,7 +152,7 @@ class HFBackend:
             top_k=params.top_k if sample and params.top_k > 0 else None,
             min_p=params.min_p if sample and params.min_p > 0 else None,
             stop_strings=list(params.stop) or None,
-            eos_token_id=sorted(self.eos_token_ids),
+            eos_token_id=sorted(self.eos_token_ids | set(params.stop_token_ids)),
             pad_token_id=self.pad_token_id,
             return_dict_in_generate=True,
             output_logits=params.logprobs is not None,
@@ -159,7 +162,8 @@ class HFBackend:
         self, tokens: list[int], request: _Request, logits: torch.Tensor | None, row: int
     ) -> Completion:
         params = request.params
-        end = next((i + 1 for i, t in enumerate(tokens) if t in self.eos_token_ids), None)
+        stops = self.eos_token_ids | set(params.stop_token_ids)
+        end = next((i + 1 for i, t in enumerate(tokens) if t in stops), None)
         finish = "stop" if end is not None else "length"
         tokens = tokens[:end] if end is not None else tokens
         text = self._decode(tokens)

@@ -1,0 +1,297 @@
+"""The `native` backend: the async front of the engine and its step loop.
+
+`generate` may be awaited from any number of coroutines. Each call queues a request and waits;
+one background task steps the engine while there is work: apply new requests and aborts,
+schedule, run the model and the sampler in a worker thread (so the event loop keeps serving),
+then record the new tokens and finish the sequences that are done. A cancelled `generate`
+(a cancelled coroutine, a disconnected client) aborts its request, whose blocks are freed
+before the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from tts.engine.backend import (
+    Completion,
+    SamplingParams,
+    encode_prompt,
+    eos_token_ids,
+    truncate_at_stop,
+)
+from tts.engine.native.model_runner import ModelRunner, SeqChunk
+from tts.engine.native.sampler import logprobs_of, sample
+from tts.engine.native.scheduler import Batch, Scheduler
+from tts.engine.native.sequence import Sequence
+from tts.errors import TTSError
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Sizes of the native engine.
+
+    block_size: tokens per KV block; small blocks let search branches share more.
+    num_blocks: KV blocks in the pool; None sizes the pool from kv_cache_gib.
+    kv_cache_gib: memory for the KV cache, in GiB, when num_blocks is None.
+    max_num_seqs: most sequences running at once.
+    max_num_batched_tokens: most tokens computed in one step (the prefill chunk budget).
+    check_integrity: verify the block bookkeeping after every step (tests; slow).
+    """
+
+    block_size: int = 16
+    num_blocks: int | None = None
+    kv_cache_gib: float = 1.0
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    check_integrity: bool = False
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or (self.num_blocks is not None and self.num_blocks < 1):
+            raise ValueError("block_size and num_blocks must be >= 1")
+        if self.kv_cache_gib <= 0 or self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
+            raise ValueError("kv_cache_gib, max_num_seqs and max_num_batched_tokens must be > 0")
+
+
+@dataclass(eq=False)
+class _Request:
+    prompt_ids: list[int]
+    params: SamplingParams
+    seqs: list[Sequence]
+    future: asyncio.Future
+
+
+class NativeBackend:
+    """Paged KV cache, prefix cache and continuous batching over a Hugging Face model folder."""
+
+    def __init__(
+        self, model_dir: str | Path, device: torch.device, dtype: torch.dtype, **options: Any
+    ) -> None:
+        config = EngineConfig(**options)
+        self.config = config
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        num_blocks = config.num_blocks
+        if num_blocks is None:
+            hf_config = AutoConfig.from_pretrained(model_dir)
+            per_block = ModelRunner.kv_bytes_per_block(hf_config, config.block_size, dtype)
+            num_blocks = max(int(config.kv_cache_gib * 2**30) // per_block, 1)
+        self.runner = ModelRunner(Path(model_dir), device, dtype, num_blocks, config.block_size)
+        self.device = device
+        self.max_model_len = self.runner.config.max_position_embeddings
+        self.scheduler = Scheduler(
+            num_blocks, config.block_size, config.max_num_seqs, config.max_num_batched_tokens
+        )
+        self.eos_token_ids = eos_token_ids(model_dir, self.tokenizer)
+        self._seq_ids = itertools.count()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-native")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+        self._new: list[_Request] = []
+        self._aborted: list[_Request] = []
+        self._active: dict[int, _Request] = {}  # seq_id of each of its sequences -> request
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics: KV blocks, prefix hits, preemptions, queue depth."""
+        scheduler = self.scheduler
+        return {
+            **scheduler.cache.stats(),
+            **asdict(scheduler.stats),
+            "running": len(scheduler.running),
+            "waiting": len(scheduler.waiting),
+        }
+
+    async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
+        prompt_ids = encode_prompt(self.tokenizer, prompt)
+        self._check_fits(len(prompt_ids), params)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # A new event loop (each asyncio.run makes one): the step task belongs to it. Work
+            # left from a closed loop has no one waiting for it.
+            if self.scheduler.has_work:
+                self._abort_everything()
+            self._loop, self._wake = loop, asyncio.Event()
+            self._worker = loop.create_task(self._serve())  # held: the loop keeps weak refs
+        seqs = [self._sequence(prompt_ids, params, i) for i in range(params.n)]
+        request = _Request(prompt_ids, params, seqs, loop.create_future())
+        self._new.append(request)
+        self._wake.set()
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            self._aborted.append(request)
+            self._wake.set()
+            raise
+
+    def _check_fits(self, num_prompt_tokens: int, params: SamplingParams) -> None:
+        if num_prompt_tokens == 0:
+            raise TTSError("the prompt is empty")
+        if num_prompt_tokens >= self.max_model_len:
+            raise TTSError(
+                f"the prompt has {num_prompt_tokens} tokens; the model takes at most "
+                f"{self.max_model_len - 1} before generating"
+            )
+        longest = min(num_prompt_tokens + params.max_tokens, self.max_model_len)
+        blocks = -(-longest // self.config.block_size)
+        if blocks > self.scheduler.cache.pool.num_blocks:
+            raise TTSError(
+                f"a sequence of {longest} tokens needs {blocks} KV blocks but the pool has "
+                f"{self.scheduler.cache.pool.num_blocks}; raise kv_cache_gib or num_blocks"
+            )
+
+    def _sequence(self, prompt_ids: list[int], params: SamplingParams, index: int) -> Sequence:
+        generator = None
+        if params.seed is not None:
+            # Sample i of a seeded request draws from seed + i, so the n samples differ.
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(params.seed + index)
+        return Sequence(
+            seq_id=next(self._seq_ids),
+            token_ids=list(prompt_ids),
+            num_prompt_tokens=len(prompt_ids),
+            params=params,
+            generator=generator,
+        )
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not (self._new or self._aborted or self.scheduler.has_work):
+                await self._wake.wait()
+            self._wake.clear()
+            self._apply_inbox()
+            if not self.scheduler.has_work:
+                continue
+            batch = self.scheduler.schedule()
+            try:
+                tokens, logprobs = await loop.run_in_executor(
+                    self._executor, self._step, batch, self._chunks(batch)
+                )
+            except Exception as error:  # a failed step fails everything in flight, not the loop
+                self._fail_everything(error)
+                continue
+            self.scheduler.postprocess(batch, tokens)
+            self._finish(batch, logprobs)
+            if self.config.check_integrity:
+                self.check_integrity()
+
+    def _apply_inbox(self) -> None:
+        for request in self._new:
+            if not request.future.done():
+                self.scheduler.add(request.seqs)
+                self._active.update((seq.seq_id, request) for seq in request.seqs)
+        self._new = []
+        for request in self._aborted:
+            if self._active.get(request.seqs[0].seq_id) is request:
+                self._forget(request)
+                self.scheduler.abort([s for s in request.seqs if not s.is_finished])
+        self._aborted = []
+
+    @staticmethod
+    def _chunks(batch: Batch) -> list[SeqChunk]:
+        """What the runner computes, copied out of the sequences on the loop's thread."""
+        return [
+            SeqChunk(
+                token_ids=c.seq.token_ids[c.start : c.start + c.num_tokens],
+                start_pos=c.start,
+                block_table=list(c.seq.block_table),
+                needs_logits=c.needs_logits,
+            )
+            for c in batch.chunks
+        ]
+
+    def _step(
+        self, batch: Batch, chunks: list[SeqChunk]
+    ) -> tuple[list[list[int]], list[list[dict[int, float] | None]]]:
+        """Runs in the worker thread: block copies, the forward pass, sampling."""
+        for src, dst in batch.copies:
+            self.runner.copy_block(src, dst)
+        logits = self.runner.run(chunks)
+        rows = [i for i, seqs in enumerate(batch.samples) for _ in seqs]
+        seqs = [seq for group in batch.samples for seq in group]
+        if not seqs:
+            return [], []
+        logits = logits[torch.tensor(rows, device=logits.device)]
+        tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
+        logprobs = logprobs_of(logits, tokens, [s.params.logprobs for s in seqs])
+        flat = tokens.tolist()
+        grouped, grouped_logprobs, start = [], [], 0
+        for group in batch.samples:
+            grouped.append(flat[start : start + len(group)])
+            grouped_logprobs.append(logprobs[start : start + len(group)])
+            start += len(group)
+        return grouped, grouped_logprobs
+
+    def _finish(self, batch: Batch, logprobs: list[list[dict[int, float] | None]]) -> None:
+        for group, group_logprobs in zip(batch.samples, logprobs):
+            for seq, entry in zip(group, group_logprobs):
+                if entry is not None:
+                    seq.logprobs.append(entry)
+                reason = self._finish_reason(seq)
+                if reason is not None:
+                    seq.finish_reason = reason
+                    if seq in self.scheduler.running:
+                        self.scheduler.finish(seq)
+                    else:  # a sibling that could not fork yet
+                        self.scheduler.abort([seq])
+                    self._complete_if_done(seq)
+
+    def _finish_reason(self, seq: Sequence) -> str | None:
+        params, token = seq.params, seq.token_ids[-1]
+        if token in self.eos_token_ids or token in params.stop_token_ids:
+            return "stop"
+        if params.stop:
+            # Only the tail can hold a stop string that the previous token did not complete.
+            window = max(len(s) for s in params.stop) + 8
+            tail = self.tokenizer.decode(seq.output_ids[-window:], skip_special_tokens=True)
+            if truncate_at_stop(tail, params.stop)[1]:
+                return "stop"
+        if len(seq.output_ids) >= params.max_tokens or seq.num_tokens >= self.max_model_len:
+            return "length"
+        return None
+
+    def _complete_if_done(self, seq: Sequence) -> None:
+        request = self._active[seq.seq_id]
+        if all(s.finish_reason for s in request.seqs):
+            self._forget(request)
+            if not request.future.done():
+                request.future.set_result([self._completion(s) for s in request.seqs])
+
+    def _forget(self, request: _Request) -> None:
+        for seq in request.seqs:
+            self._active.pop(seq.seq_id, None)
+
+    def _completion(self, seq: Sequence) -> Completion:
+        text = self.tokenizer.decode(seq.output_ids, skip_special_tokens=True)
+        if seq.params.stop:
+            text = truncate_at_stop(text, seq.params.stop)[0]
+        return Completion(
+            text=text,
+            token_ids=seq.output_ids,
+            finish_reason=seq.finish_reason,
+            logprobs=seq.logprobs if seq.params.logprobs is not None else None,
+            prompt_tokens=seq.num_prompt_tokens,
+            cached_tokens=seq.num_cached_tokens,
+        )
+
+    def _fail_everything(self, error: Exception) -> None:
+        for request in self._active.values():
+            if not request.future.done():
+                request.future.set_exception(error)
+        self._abort_everything()
+
+    def _abort_everything(self) -> None:
+        for request in {id(r): r for r in self._active.values()}.values():
+            self.scheduler.abort([s for s in request.seqs if not s.is_finished])
+        self._active.clear()
+
+    def check_integrity(self) -> None:
+        """Raise AssertionError if the KV bookkeeping is inconsistent (see PrefixCache)."""
+        self.scheduler.cache.check_integrity(s.block_table for s in self.scheduler.running)
