@@ -79,6 +79,34 @@ def test_bench_writes_results_summary_and_table(tiny_llama, tmp_path, capsys):
     assert (out / "results.jsonl").read_bytes() == before
 
 
+def test_bench_runs_on_the_native_engine_by_default(tiny_qwen, tmp_path, capsys):
+    out = tmp_path / "native"
+    main(
+        [
+            "bench",
+            "--model",
+            str(tiny_qwen),
+            "--dataset",
+            "aime24",
+            "--n",
+            "4",
+            "--limit",
+            "2",
+            "--max-tokens",
+            "8",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
+    assert "accuracy" in capsys.readouterr().out
+    assert json.loads((out / "run.json").read_text())["backend"] == "native"
+    for record in rows(out):
+        # The 4 samples fork from one prefill: 3 of them report the whole prompt as cached.
+        assert record["usage"]["cached_tokens"] == 3 * record["usage"]["prompt_tokens"] // 4
+
+
 def test_killed_run_resumes_to_the_same_results_without_duplicates(tiny_llama, tmp_path):
     args = ["bench", "--model", str(tiny_llama), *BENCH, "--n", "1,3", "--limit", "10"]
     args += ["--max-tokens", "24", "--concurrency", "2", "--temperature", "1.0"]

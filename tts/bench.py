@@ -34,7 +34,7 @@ class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Hugging Face model folder")
-    backend: str = Field("hf", description="generation backend")
+    backend: str = Field("native", description="generation backend")
     dataset: str = Field("math500", description="dataset name, .jsonl path or hf:OWNER/NAME")
     strategy: str = Field("majority", description="search strategy")
     ns: list[int] = Field([1, 4, 16], description="budgets: samples (n) per problem")

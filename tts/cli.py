@@ -33,7 +33,9 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
         "Re-running with the same --out resumes where the last run stopped.",
     )
     bench.add_argument("--model", required=True, help="Hugging Face model folder")
-    bench.add_argument("--backend", default="hf", help="generation backend (default: hf)")
+    bench.add_argument(
+        "--backend", default="native", help="native (default), or hf: transformers, the reference"
+    )
     bench.add_argument("--dataset", default="math500", help="name, .jsonl path or hf:OWNER/NAME")
     bench.add_argument("--strategy", default="majority", help="search strategy")
     bench.add_argument("--n", dest="ns", type=budgets, default=[1, 4, 16], help="e.g. 1,4,16")
@@ -53,7 +55,7 @@ def add_model(commands: argparse._SubParsersAction) -> None:
     kinds = model.add_subparsers(dest="kind", required=True)
     tiny = kinds.add_parser("tiny", help="a tiny random-weight model for tests and demos")
     tiny.add_argument("--out", type=Path, required=True, help="folder to write")
-    tiny.add_argument("--family", choices=["llama", "qwen2"], default="llama")
+    tiny.add_argument("--family", choices=["llama", "qwen2", "qwen3"], default="llama")
     tiny.add_argument("--seed", type=int, default=0)
 
 

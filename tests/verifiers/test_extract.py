@@ -82,6 +82,27 @@ CASES = [
     ("<think>I think it is \\boxed{5} but let me", None),
     ("<think>the answer is \\boxed{5}</think>", None),
     ("<think>a</think>b<think>c</think>The answer is 9.", "9"),
+    # Display math on the lines after the phrase.
+    ("The answer is:\n\n$$\n12\n$$", "12"),
+    ("The final answer is:\n\\[\n12\n\\]", "12"),
+    ("The answer is:\n\n$$\n12", None),  # cut off inside the display
+    # Prose after the answer ends it; lists and tuples keep their commas.
+    ("The answer is 12, which is the number of apples.", "12"),
+    ("The answer is 12 because 3 \\cdot 4 = 12.", "12"),
+    ("The answer is 12, so Tom has 12 apples.", "12"),
+    ("The answer is (1, 2), since both work.", "(1, 2)"),
+    ("The answer is 1, 2, 3.", "1, 2, 3"),
+    ("The answer is $18, which is $2 more than before.", "18"),
+    # A math span that opens the answer is the answer.
+    ("The answer is \\(\\frac12\\) since the halves match.", "\\frac12"),
+    ("The answer is $x = 3$ because the line is vertical.", "x = 3"),
+    # "the answer is correct" judges the earlier answer; that one counts.
+    ("The answer is 12. Let me verify that the answer is correct: 3 * 4 = 12.", "12"),
+    ("The answer is 7.\nChecking: the answer is indeed right.", "7"),
+    ("the answer is not 5", None),
+    # An empty last box is an echoed instruction; a cut-off last box is still no answer.
+    ("The answer is 12.\n\nPlease put your final answer within \\boxed{}.", "12"),
+    ("\\boxed{3} and the answer is \\boxed{}", None),
 ]
 
 

@@ -34,7 +34,7 @@ def resolve_model(model: str | Path) -> Path:
 
 def load(
     model: str | Path,
-    backend: str = "hf",
+    backend: str = "native",
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     **opts,

@@ -2,7 +2,7 @@
 
 Tests and demos need a real model folder (config, safetensors, tokenizer with a chat template)
 without downloading one; the weights are random, so the text is gibberish, but every code path
-is the one a real Llama or Qwen2 model takes.
+is the one a real Llama, Qwen2 or Qwen3 model takes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 # ChatML, as Qwen models use it. Llama-family tokenizers start with a BOS token, and so does
 # their template: the engine must then not add a second one.
@@ -33,6 +39,7 @@ CORPUS = [
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many in May.",
     "0 1 2 3 4 5 6 7 8 9 10 100 1000 + - * / = ( ) [ ] { } ^ _ \\sqrt \\pi \\frac \\cdot",
 ]
+CONFIG_CLASSES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 
 
@@ -77,12 +84,16 @@ def build_tiny_model(
     num_kv_heads: int = 2,
     seed: int = 0,
 ) -> Path:
-    """Write a random-weight `family` ("llama" or "qwen2") model folder to `out`."""
-    if family not in ("llama", "qwen2"):
-        raise ValueError(f"family must be 'llama' or 'qwen2', got {family!r}")
+    """Write a random-weight `family` ("llama", "qwen2" or "qwen3") model folder to `out`.
+
+    Like the real small Qwen3 models, "qwen3" sets head_dim apart from hidden_size / num_heads
+    (twice it here), so that code path is exercised too.
+    """
+    if family not in CONFIG_CLASSES:
+        raise ValueError(f"family must be one of {sorted(CONFIG_CLASSES)}, got {family!r}")
     tokenizer = build_tokenizer(bos=family == "llama")
-    config_class = LlamaConfig if family == "llama" else Qwen2Config
-    config = config_class(
+    extra = {"head_dim": 2 * hidden_size // num_heads} if family == "qwen3" else {}
+    config = CONFIG_CLASSES[family](
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
@@ -93,7 +104,8 @@ def build_tiny_model(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=family == "qwen2",
+        tie_word_embeddings=family != "llama",
+        **extra,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

@@ -2,21 +2,23 @@
 
 Who does what:
 
-- Our normalisation drops what graders ignore: ``\\boxed``, ``$``, ``\\left``/``\\right``,
-  spacing commands, ``\\dfrac``/``\\tfrac`` and ``\\frac12`` shorthands, units (``\\text{ cm}``,
+- Our normalisation reads unicode (``−``, ``π``, ``√2``, ``√(x+1)``) as LaTeX and drops what
+  graders ignore: ``\\boxed``, ``$``, ``\\left``/``\\right``, spacing commands,
+  ``\\dfrac``/``\\tfrac`` and ``\\frac12`` shorthands, units (``\\text{ cm}``,
   ``\\mbox{ inches}^2``, "18 dollars"), degrees, ``\\$``, thousands separators, and ``x =`` in
   front of a value when the other answer has none. A comma is a thousands separator only with
   ``\\!`` or ``{,}`` after it or in the exact ``d,ddd,ddd`` pattern, so ``(1,2)`` stays a tuple.
 - Our fast path settles most benchmark answers in microseconds, without sympy: plain numbers
   (integers, decimals, ``1e3`` and ``\\times 10^{}`` notation, repeating decimals, fractions,
   mixed numbers ``1\\frac{4}{5}``) as exact rationals; multiple-choice letters (``B``, ``(B)``,
-  ``\\text{(B)}``, ``(B) 12``); words (``\\text{Evelyn}`` = ``evelyn``, never read as a product
-  of symbols); base-b numerals (``52_8``; the bare digits ``52`` count too).
+  ``\\text{(B)}``, ``(B) 12``); words (``\\text{Evelyn}`` = ``evelyn``; a word in ``\\text{}``
+  or of 4+ letters is never read as a product of symbols, while ``ab`` = ``ba`` is left to
+  sympy); base-b numerals (``52_8``; the bare digits ``52`` count too).
 - Our shape rules fix what math-verify misjudges: an inequality ``a < x \\le b`` is the interval
   it describes; a column vector equals the same tuple; a set never equals a tuple or interval.
 - math-verify's ``parse`` and ``verify`` (on latex2sympy2_extended) judge everything else:
   radicals, pi, powers, expressions, equations, tuples, intervals and unions, sets, matrices,
-  complex numbers, ``\\pm``.
+  complex numbers (``i`` is the imaginary unit, so ``i^2`` = ``-1``), ``\\pm``.
 
 Percent: ``50\\%`` equals both ``50`` (the question asked "what percent") and ``0.5`` (what 50%
 is), while ``50`` and ``0.5`` without a percent sign differ. A number written with a decimal point
@@ -40,6 +42,8 @@ _TOL = Fraction(1, 10**6)  # relative and absolute, for numbers written with a d
 # Spellings with one meaning: unicode, Python's power, the other empty-set glyph.
 _REWRITES = {"−": "-", "–": "-", "∞": "\\infty", "°": "^\\circ", "π": "\\pi", "≤": "\\le ",
             "≥": "\\ge ", "×": "\\times ", "\\varnothing": "\\emptyset", "**": "^"}  # fmt: skip
+# Unicode root of a number, a letter, a braced or a parenthesised group: √2, √x, √{10}, √(x+1).
+_ROOT = re.compile(r"√\s*(?:(\d+(?:\.\d+)?|[A-Za-z])|\{([^{}]*)\}|\(([^()]*)\))")
 _TEXT_CMD = r"\\(?:text|textbf|textrm|textnormal|mathrm|mathbf|mbox)\s*"
 _WHOLE_TEXT = re.compile(_TEXT_CMD + r"\{([^{}]*)\}")
 _SPACING = re.compile(r"\\left(?![A-Za-z])|\\right(?![A-Za-z])|(?<!\\)\\[!,;: ]|\\displaystyle")
@@ -51,6 +55,7 @@ _TEXT_UNIT = re.compile(r"(.*[\d}])\s*" + _TEXT_CMD + r"\{\s*[A-Za-z][A-Za-z .]*
 _WORD_UNIT = re.compile(r"([-+]?[\d.,]*\d)\s+[A-Za-z]{2,}(?:\s+[A-Za-z]+)*(?:\^\{?\d\}?)?")
 _LHS = re.compile(r"[A-Za-z](?:_\{?\w+\}?)?\s*=\s*([^=]+)")
 _CHOICE = re.compile(r"\(([A-E])\)(?:\s.*)?|\(?([A-E])\)?", re.DOTALL)
+_TEXT_OPEN = re.compile(_TEXT_CMD + r"\{")
 _WORD = re.compile(r"[A-Za-z]{2,}(?: [A-Za-z]+)*")
 _MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt", "pi"}
 _BASE = re.compile(r"(\d+)_\{?(\d+)\}?")
@@ -89,7 +94,8 @@ def _equal(pred: str, gold: str, timeout_s: float) -> bool:
     p, g = _drop_lhs(p, g), _drop_lhs(g, p)
     if p == g:
         return True
-    verdict = _fast_verdict(p, p_percent, g, g_percent)
+    prose = _TEXT_OPEN.search(pred) is not None or _TEXT_OPEN.search(gold) is not None
+    verdict = _fast_verdict(p, p_percent, g, g_percent, prose)
     if verdict is not None:
         return verdict
     pair = _reshape(p, g)
@@ -101,6 +107,7 @@ def _normalize(answer: str) -> tuple[str, bool]:
     s = answer.strip()
     for old, new in _REWRITES.items():
         s = s.replace(old, new)
+    s = _ROOT.sub(lambda m: "\\sqrt{" + "".join(filter(None, m.groups())) + "}", s)
     s = s.replace("\\$", "").replace("$", "").strip()
     for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right):
@@ -138,14 +145,19 @@ def _drop_lhs(s: str, other: str) -> str:
     return match.group(1).strip() if match and "=" not in other else s
 
 
-def _fast_verdict(p: str, p_percent: bool, g: str, g_percent: bool) -> bool | None:
-    """Settle choices, words, base-b numerals and plain numbers without sympy; None otherwise."""
+def _fast_verdict(p: str, p_percent: bool, g: str, g_percent: bool, prose: bool) -> bool | None:
+    """Settle choices, words, base-b numerals and plain numbers without sympy; None otherwise.
+
+    `prose`: an answer was written in ``\\text{}``, so its letters are a word, not a product.
+    """
     p_choice, g_choice = _choice(p), _choice(g)
     if p_choice or g_choice:
         return p_choice == g_choice
     p_word, g_word = _word(p), _word(g)
-    if p_word or g_word:
-        return p_word == g_word
+    if p_word and p_word == g_word:
+        return True
+    if (p_word or g_word) and (prose or _is_prose(p_word) or _is_prose(g_word)):
+        return False
     p_base, g_base = _BASE.fullmatch(p), _BASE.fullmatch(g)
     if p_base and g_base:
         return p_base.groups() == g_base.groups()
@@ -173,6 +185,11 @@ def _word(s: str) -> str | None:
     if not _WORD.fullmatch(s) or _MATH_WORDS & set(s.lower().split()):
         return None
     return s.lower()
+
+
+def _is_prose(word: str | None) -> bool:
+    """A real word or phrase; 2-3 letters may be a product (``ab`` = ``ba``): sympy judges it."""
+    return word is not None and (len(word) >= 4 or " " in word)
 
 
 def _number(s: str) -> tuple[Fraction, bool] | None:

@@ -8,13 +8,18 @@ Rules, in order:
    means the model ran out of tokens mid-thought: nothing it wrote is final, so the result is
    ``None``. Text without any think tag is searched whole.
 2. The last ``\\boxed{...}`` (or ``\\fbox{...}``, or ``\\boxed 7`` without braces) decides, and
-   its inner content is returned as written. If that last box is empty or never closed (output
-   cut off), the result is ``None``: earlier boxes are intermediate values, returning one
-   would be a guess.
+   its inner content is returned as written. If that last box was never closed (output cut
+   off), the result is ``None``: earlier boxes are intermediate values, returning one would be
+   a guess. If it is empty, it is an echoed instruction ("put your final answer within
+   ``\\boxed{}``"): the answer phrases before it decide, as in rule 3.
 3. Otherwise the last answer phrase decides: "The answer is", "The final answer is",
-   "Final Answer:", "**Final Answer**", "Answer:" or GSM8K's "#### 72". The answer is the rest
-   of that line (or the next non-empty line when the phrase ends its line), up to the end of the
-   sentence, without markdown bold, surrounding ``$`` or a trailing period.
+   "Final Answer:", "**Final Answer**", "Answer:" or GSM8K's "#### 72". A phrase that judges
+   ("the answer is correct", "... is not", "... is wrong") is skipped for the one before it.
+   When the answer starts with ``$$``, ``\\[``, ``\\(`` (possibly on the next line) or an
+   inline ``$...$``, it is that math span. Otherwise it is the rest of that line (or the next
+   non-empty line when the phrase ends its line), up to the end of the sentence or the start
+   of a clause (", which", " since", " because", ", so"), without markdown bold, surrounding
+   ``$`` or a trailing period.
 4. Anything else is ``None``. We never fall back to "the last number in the text".
 
 Normalising the answer (``\\text{}``, units, ``\\dfrac``) is `tts.verifiers.equal`'s job, not
@@ -35,6 +40,18 @@ _PHRASE = re.compile(
 )
 # A sentence ends at a period followed by whitespace; "3.5" and "\ldots" keep theirs.
 _SENTENCE_END = re.compile(r"\.(?=\s)")
+# Prose after the answer: "12, which is ...", "12 since ...". Lists like "1, 2, 3" survive.
+_CLAUSE = re.compile(
+    r"(?:,\s*|\s+)(?:which|since|because|as|so|where|meaning|giving|hence|thus|therefore"
+    r"|when|if|but|for|that is|i\.e\.)(?![\w-])",
+    re.IGNORECASE,
+)
+# "$x$" as TeX reads it: the content neither starts nor ends with a space, and a "$" followed
+# by a digit is no closer, so the price in "$18, which is $2 more" is no math span.
+_INLINE_MATH = re.compile(r"\$(?![$\s])((?:[^$\\]|\\.)*?[^\s\\])\$(?!\d)")
+# "the answer is correct" judges an answer given earlier; that earlier phrase decides.
+_JUDGEMENT = re.compile(r"(?:not|correct|incorrect|wrong|right|indeed)\b", re.IGNORECASE)
+_EMPTY_BOX = re.compile(r"\s*\{\s*\}")
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
@@ -47,7 +64,10 @@ def extract_answer(text: str) -> str | None:
         return None
     boxes = list(_BOX.finditer(text))
     if boxes:
-        return _box_content(text, boxes[-1].end())
+        last = boxes[-1]
+        if _EMPTY_BOX.match(text, last.end()):  # an echoed "put it in \\boxed{}" instruction
+            return _phrase_answer(text[: last.start()])
+        return _box_content(text, last.end())
     return _phrase_answer(text)
 
 
@@ -80,17 +100,25 @@ def _box_content(text: str, start: int) -> str | None:
 
 
 def _phrase_answer(text: str) -> str | None:
-    """What follows the last answer phrase, or None without one."""
-    matches = list(_PHRASE.finditer(text))
-    if not matches:
-        return None
-    rest = text[matches[-1].end() :].lstrip(" \t*:：")
-    lines = [line for line in rest.split("\n") if line.strip()]
-    if not lines:
-        return None
-    first = lines[0].strip()
-    sentence = _SENTENCE_END.split(first, maxsplit=1)[0]
-    return _clean(sentence)
+    """What follows the last answer phrase that is not a judgement, or None without one."""
+    for match in reversed(list(_PHRASE.finditer(text))):
+        body = text[match.end() :].lstrip(" \t\r\n*:：")
+        if not _JUDGEMENT.match(body):
+            return _answer_at(body)
+    return None
+
+
+def _answer_at(body: str) -> str | None:
+    """The answer that `body` starts with: a math span, else its first clause."""
+    for left, right in (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)")):
+        if body.startswith(left):
+            end = body.find(right, len(left))
+            return _clean(body[len(left) : end]) if end >= 0 else None
+    line = body.split("\n", 1)[0].strip()
+    if span := _INLINE_MATH.match(line):
+        return _clean(span.group(1))
+    sentence = _SENTENCE_END.split(line, maxsplit=1)[0]
+    return _clean(_CLAUSE.split(sentence, maxsplit=1)[0])
 
 
 def _clean(answer: str) -> str | None:

@@ -1,5 +1,8 @@
 """math-verify's judgement of two answers, bounded in time in whichever thread calls it.
 
+Before judging, a free ``i`` in either parse becomes the imaginary unit and every other free
+symbol a real symbol of its name (see `_unify_symbols`).
+
 math-verify's own timeout uses ``signal.alarm``, which raises ValueError outside the main thread
 and has whole-second resolution, so it is switched off and the sympy step is bounded here: in
 the main thread with a ``SIGALRM`` interval timer (a timer someone else armed is restored
@@ -18,6 +21,7 @@ import sys
 import threading
 import time
 
+import sympy
 from math_verify import parse, verify
 
 _GRACE_S = 1.0  # extra wait before killing a worker whose own timer failed to stop it
@@ -27,11 +31,35 @@ _WORKER_MEMORY = 2 << 30  # bytes of address space a worker may hold
 
 def _sympy_equal(pred: str, gold: str) -> bool:
     """math-verify's judgement, unbounded: callers bound it."""
-    gold_parsed = parse(f"${gold}$", parsing_timeout=None)
-    pred_parsed = parse(f"${pred}$", parsing_timeout=None)
+    gold_parsed = _unify_symbols(parse(f"${gold}$", parsing_timeout=None))
+    pred_parsed = _unify_symbols(parse(f"${pred}$", parsing_timeout=None))
     return bool(gold_parsed and pred_parsed) and verify(
         gold_parsed, pred_parsed, timeout_seconds=None
     )
+
+
+def _unify_symbols(parsed: list) -> list:
+    """The parses with a free ``i`` as the imaginary unit and one symbol per name.
+
+    latex2sympy2_extended reads ``i`` as a symbol, with assumptions that depend on the context
+    (``3i`` gets a real one, a lone ``i`` another), so ``i^2`` is not -1 and ``x`` in ``x=i`` is
+    not the ``x`` of ``2x``. Every other free symbol becomes a real symbol of its name.
+    """
+    unified = []
+    for element in parsed:
+        rule = {}
+        for symbol in getattr(element, "free_symbols", ()):
+            if type(symbol) is sympy.Symbol:
+                name = symbol.name
+                new = sympy.I if name == "i" else sympy.Symbol(name, real=True)
+                if new != symbol:
+                    rule[symbol] = new
+        if rule:
+            # Unevaluated: rebuilt with evaluation, Eq(x, Interval(-2, 7)) would become False.
+            with sympy.evaluate(False):
+                element = element.xreplace(rule)
+        unified.append(element)
+    return unified
 
 
 def sympy_equal(pred: str, gold: str, timeout_s: float) -> bool:

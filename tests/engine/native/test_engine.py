@@ -1,0 +1,169 @@
+"""The native backend end to end: real tiny models, real engine, checked against `hf`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tts.engine import SamplingParams, load
+from tts.errors import TTSError
+
+WORDS = "Natalia sold clips to 48 of her friends in April and then half as many in May".split()
+
+
+def prompts(count: int, length: int = 40) -> list[str]:
+    """Distinct prompts of several blocks each (block size 4 in these tests)."""
+    return [
+        " ".join(WORDS[(i + j) % len(WORDS)] for j in range(length // 3 + i)) for i in range(count)
+    ]
+
+
+def native(model, **options):
+    defaults = dict(
+        device="cpu", dtype="float32", block_size=4, num_blocks=512, check_integrity=True
+    )
+    return load(model, backend="native", **(defaults | options))
+
+
+def generate_all(backend, texts, params):
+    async def main():
+        return await asyncio.gather(*(backend.generate(t, params) for t in texts))
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(scope="module", params=["tiny_llama", "tiny_qwen", "tiny_qwen3"])
+def family(request):
+    model = request.getfixturevalue(request.param)
+    return native(model), load(model, backend="hf", device="cpu")
+
+
+def test_greedy_equals_hf_alone_and_32_at_once(family):
+    engine, reference = family
+    greedy = SamplingParams(temperature=0, max_tokens=24)
+    texts = prompts(32)
+    expected = [r[0].token_ids for r in generate_all(reference, texts, greedy)]
+    alone = [generate_all(engine, [t], greedy)[0][0].token_ids for t in texts[:3]]
+    together = [r[0].token_ids for r in generate_all(engine, texts, greedy)]
+    assert alone == expected[:3]
+    assert together == expected
+    assert max(len(engine.tokenizer(t).input_ids) for t in texts) > 40  # > 10 blocks
+    assert engine.stats()["blocks_in_use"] == 0
+
+
+def test_repeated_and_extended_prompts_hit_the_cache(tiny_llama):
+    engine = native(tiny_llama)
+    params = SamplingParams(temperature=0, max_tokens=4)
+    text = prompts(1, 60)[0]
+    first = generate_all(engine, [text], params)[0][0]
+    assert first.cached_tokens == 0
+    again = generate_all(engine, [text], params)[0][0]
+    full_blocks = (first.prompt_tokens - 1) // 4 * 4  # one token is always recomputed
+    assert again.cached_tokens == full_blocks
+    extended = generate_all(engine, [text + " and more words after it"], params)[0][0]
+    assert extended.cached_tokens == first.prompt_tokens // 4 * 4
+    # Generated tokens are cached too: the prompt extended by the first answer finds them.
+    continued = generate_all(engine, [engine.tokenizer(text).input_ids + first.token_ids], params)
+    assert continued[0][0].cached_tokens == (first.prompt_tokens + 4 - 1) // 4 * 4
+
+
+def test_sixteen_samples_of_a_long_prompt_compute_its_prefill_once(tiny_llama):
+    engine = native(tiny_llama, block_size=16, num_blocks=256)
+    prompt = engine.tokenizer(" ".join(WORDS * 100)).input_ids[:1000]
+    assert len(prompt) == 1000
+    params = SamplingParams(temperature=1.0, max_tokens=8, n=16, seed=0)
+    completions = asyncio.run(engine.generate(prompt, params))
+    stats = engine.stats()
+    assert len(completions) == 16 and len({tuple(c.token_ids) for c in completions}) > 1
+    assert stats["forks"] == 15
+    generated = sum(len(c.token_ids) for c in completions)
+    # 1000 prompt tokens once, then each sample's tokens but its last (never fed back).
+    assert stats["computed_tokens"] == 1000 + generated - 16
+    assert [c.cached_tokens for c in completions] == [0] + [1000] * 15
+
+
+def test_a_pool_too_small_for_the_load_preempts_and_still_matches_hf(tiny_llama):
+    engine = native(tiny_llama, num_blocks=40)
+    reference = load(tiny_llama, backend="hf", device="cpu")
+    greedy = SamplingParams(temperature=0, max_tokens=30)
+    texts = prompts(12, 30)
+    results = generate_all(engine, texts, greedy)
+    stats = engine.stats()
+    assert stats["preemptions"] > 0
+    assert [r[0].token_ids for r in results] == [
+        r[0].token_ids for r in generate_all(reference, texts, greedy)
+    ]
+    assert stats["blocks_in_use"] == 0
+    assert stats["blocks_free"] + stats["blocks_cached"] == stats["blocks_total"] == 40
+
+
+def test_aborted_requests_free_their_blocks(tiny_llama):
+    engine = native(tiny_llama)
+
+    async def main():
+        tasks = [
+            asyncio.ensure_future(engine.generate(t, SamplingParams(max_tokens=200, n=2)))
+            for t in prompts(6)
+        ]
+        while engine.stats()["blocks_in_use"] == 0:
+            await asyncio.sleep(0.01)
+        for task in tasks[:4]:
+            task.cancel()
+        done = await asyncio.gather(*tasks[4:])
+        await asyncio.sleep(0.05)  # let the step loop apply the aborts
+        return tasks, done
+
+    tasks, done = asyncio.run(main())
+    assert all(t.cancelled() for t in tasks[:4]) and all(len(d) == 2 for d in done)
+    stats = engine.stats()
+    assert stats["blocks_in_use"] == 0 and stats["running"] == stats["waiting"] == 0
+
+
+def test_seeded_samples_do_not_depend_on_the_batch(tiny_qwen):
+    engine = native(tiny_qwen)
+    seeded = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=12, n=3, seed=5)
+    text = prompts(1)[0]
+    alone = generate_all(engine, [text], seeded)[0]
+    crowd = generate_all(engine, [text] + prompts(8), seeded)[0]
+    assert [c.token_ids for c in alone] == [c.token_ids for c in crowd]
+    assert len({tuple(c.token_ids) for c in alone}) == 3
+
+
+def test_stop_strings_and_stop_tokens_match_hf(tiny_llama):
+    engine = native(tiny_llama)
+    reference = load(tiny_llama, backend="hf", device="cpu")
+    text = prompts(1)[0]
+    free = generate_all(engine, [text], SamplingParams(temperature=0, max_tokens=40))[0][0]
+    stop = free.text[6:9]
+    by_string = SamplingParams(temperature=0, max_tokens=40, stop=[stop])
+    by_token = SamplingParams(temperature=0, max_tokens=40, stop_token_ids=[free.token_ids[5]])
+    for params in (by_string, by_token):
+        ours = generate_all(engine, [text], params)[0][0]
+        theirs = generate_all(reference, [text], params)[0][0]
+        assert (ours.text, ours.token_ids, ours.finish_reason) == (
+            theirs.text,
+            theirs.token_ids,
+            theirs.finish_reason,
+        )
+        assert ours.finish_reason == "stop" and len(ours.token_ids) < len(free.token_ids)
+
+
+def test_logprobs_match_hf(tiny_llama):
+    engine = native(tiny_llama)
+    reference = load(tiny_llama, backend="hf", device="cpu")
+    params = SamplingParams(temperature=0, max_tokens=6, logprobs=2)
+    ours = generate_all(engine, ["1 + 1 ="], params)[0][0]
+    theirs = generate_all(reference, ["1 + 1 ="], params)[0][0]
+    assert len(ours.logprobs) == 6
+    for a, b in zip(ours.logprobs, theirs.logprobs):
+        assert a.keys() == b.keys()
+        assert all(abs(a[k] - b[k]) < 1e-4 for k in a)
+
+
+def test_requests_that_cannot_fit_are_refused_with_the_reason(tiny_llama):
+    engine = native(tiny_llama, num_blocks=8)
+    with pytest.raises(TTSError, match="needs 9 KV blocks but the pool has 8"):
+        asyncio.run(engine.generate([1] * 20, SamplingParams(max_tokens=16)))
+    with pytest.raises(TTSError, match="prompt is empty"):
+        asyncio.run(engine.generate([], SamplingParams()))

@@ -1,0 +1,165 @@
+"""The model runner: weights, the paged KV cache, and one forward pass per engine step.
+
+This is the only part of the native engine that touches the device. The scheduler hands it a
+list of `SeqChunk`s (prefill chunks and decode steps mixed freely); it flattens them into one
+token batch, runs the model once, and returns logits only for the chunks that asked for them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, PretrainedConfig
+
+from tts.engine.native.model import AttentionMetadata, CausalLM, head_dim_of
+from tts.errors import TTSError
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
+
+
+@dataclass
+class SeqChunk:
+    """One sequence's work in one engine step."""
+
+    token_ids: list[int]  # the new tokens whose KV to compute now (len >= 1)
+    start_pos: int  # absolute position of token_ids[0] = tokens already in the cache
+    block_table: list[int]  # block ids covering positions [0, start_pos + len(token_ids))
+    needs_logits: bool  # return the logits of the last of token_ids
+
+
+def check_supported(config: PretrainedConfig) -> None:
+    """Raise TTSError for a model this engine cannot run faithfully."""
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise TTSError(
+            f"model_type {config.model_type!r} is not supported by the native engine; "
+            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
+        raise TTSError("sliding-window attention is not supported by the native engine")
+
+
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of a Hugging Face folder, single-file or sharded."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [model_dir / name for name in sorted(set(weight_map.values()))]
+    single = model_dir / "model.safetensors"
+    if single.exists():
+        return [single]
+    raise TTSError(f"{model_dir} has no model.safetensors or model.safetensors.index.json")
+
+
+def load_weights(model: CausalLM, model_dir: Path) -> None:
+    """Copy every checkpoint tensor into the parameter of the same name, casting to its dtype.
+
+    Tensors the model has no parameter for (a tied checkpoint's lm_head, old rotary buffers)
+    are skipped; a parameter the checkpoint lacks, or a shape mismatch, is an error.
+    """
+    params = dict(model.named_parameters())
+    missing = set(params)
+    for path in checkpoint_files(model_dir):
+        with safe_open(path, framework="pt", device="cpu") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                if name not in params:
+                    continue
+                tensor = f.get_tensor(name)
+                if tensor.shape != params[name].shape:
+                    raise TTSError(
+                        f"{path.name}: {name} has shape {tuple(tensor.shape)}, "
+                        f"the config implies {tuple(params[name].shape)}"
+                    )
+                params[name].data.copy_(tensor)
+                missing.discard(name)
+    if missing:
+        raise TTSError(f"{model_dir} is missing weights: {', '.join(sorted(missing))}")
+
+
+class ModelRunner:
+    """Owns the model and its KV cache; `run` does one step's forward over many sequences.
+
+    The cache holds num_blocks blocks of block_size token slots per layer; a token at absolute
+    position p of a sequence lives in slot block_table[p // block_size] * block_size
+    + p % block_size. Which blocks a sequence owns is the caller's business.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        num_blocks: int,
+        block_size: int,
+    ) -> None:
+        model_dir = Path(model_dir)
+        self.config = AutoConfig.from_pretrained(model_dir)
+        check_supported(self.config)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.block_size = block_size
+        # Built on the meta device so no time goes into random init of weights about to load.
+        with torch.device("meta"):
+            model = CausalLM(self.config)
+        self.model = model.to(dtype=dtype).to_empty(device=self.device)
+        self.model.model.rotary_emb.reset_parameters()
+        load_weights(self.model, model_dir)
+        self.model.eval()
+        c = self.config
+        self.kv_cache = torch.zeros(
+            (2, c.num_hidden_layers, num_blocks, block_size, c.num_key_value_heads, head_dim_of(c)),
+            device=self.device,
+            dtype=dtype,
+        )
+
+    @staticmethod
+    def kv_bytes_per_block(config: PretrainedConfig, block_size: int, dtype: torch.dtype) -> int:
+        """Bytes one block takes across all layers, keys and values both."""
+        per_token = config.num_hidden_layers * config.num_key_value_heads * head_dim_of(config)
+        return 2 * per_token * block_size * dtype.itemsize
+
+    def run(self, chunks: list[SeqChunk]) -> torch.Tensor:
+        """Compute the chunks' KV, and logits [number needing them, vocab] float32, in order."""
+        input_ids, positions, slots, query_lens, context_lens, logit_rows = [], [], [], [], [], []
+        bs = self.block_size
+        for chunk in chunks:
+            end = chunk.start_pos + len(chunk.token_ids)
+            if not chunk.token_ids or len(chunk.block_table) * bs < end:
+                raise ValueError(
+                    f"chunk needs 1+ tokens and blocks for {end} positions, got "
+                    f"{len(chunk.token_ids)} tokens and {len(chunk.block_table)} blocks"
+                )
+            input_ids += chunk.token_ids
+            span = range(chunk.start_pos, end)
+            positions += span
+            slots += [chunk.block_table[p // bs] * bs + p % bs for p in span]
+            query_lens.append(len(chunk.token_ids))
+            context_lens.append(end)
+            if chunk.needs_logits:
+                logit_rows.append(len(input_ids) - 1)
+        width = max(len(chunk.block_table) for chunk in chunks)
+        tables = [chunk.block_table + [0] * (width - len(chunk.block_table)) for chunk in chunks]
+        meta = AttentionMetadata(
+            slot_mapping=self._tensor(slots, torch.int64),
+            block_tables=self._tensor(tables, torch.int32),
+            query_lens=query_lens,
+            context_lens=context_lens,
+        )
+        with torch.inference_mode():
+            hidden = self.model(
+                self._tensor(input_ids, torch.int64),
+                self._tensor(positions, torch.int64),
+                self.kv_cache,
+                meta,
+            )
+            return self.model.compute_logits(hidden[self._tensor(logit_rows, torch.int64)]).float()
+
+    def copy_block(self, src: int, dst: int) -> None:
+        """Copy block src's keys and values to block dst in every layer (copy-on-write forks)."""
+        self.kv_cache[:, :, dst].copy_(self.kv_cache[:, :, src])
+
+    def _tensor(self, data: list, dtype: torch.dtype) -> torch.Tensor:
+        return torch.tensor(data, dtype=dtype, device=self.device)
