@@ -103,6 +103,7 @@ CASES = [
     # An empty last box is an echoed instruction; a cut-off last box is still no answer.
     ("The answer is 12.\n\nPlease put your final answer within \\boxed{}.", "12"),
     ("\\boxed{3} and the answer is \\boxed{}", None),
+    ("I put my answer in \\boxed{}.\nThe answer is 5.", "5"),
 ]
 
 

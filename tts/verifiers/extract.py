@@ -11,7 +11,7 @@ Rules, in order:
    its inner content is returned as written. If that last box was never closed (output cut
    off), the result is ``None``: earlier boxes are intermediate values, returning one would be
    a guess. If it is empty, it is an echoed instruction ("put your final answer within
-   ``\\boxed{}``"): the answer phrases before it decide, as in rule 3.
+   ``\\boxed{}``"): the answer phrases decide, as in rule 3.
 3. Otherwise the last answer phrase decides: "The answer is", "The final answer is",
    "Final Answer:", "**Final Answer**", "Answer:" or GSM8K's "#### 72". A phrase that judges
    ("the answer is correct", "... is not", "... is wrong") is skipped for the one before it.
@@ -65,8 +65,8 @@ def extract_answer(text: str) -> str | None:
     boxes = list(_BOX.finditer(text))
     if boxes:
         last = boxes[-1]
-        if _EMPTY_BOX.match(text, last.end()):  # an echoed "put it in \\boxed{}" instruction
-            return _phrase_answer(text[: last.start()])
+        if empty := _EMPTY_BOX.match(text, last.end()):  # an echoed "use \\boxed{}" instruction
+            return _phrase_answer(text[: last.start()] + text[empty.end() :])
         return _box_content(text, last.end())
     return _phrase_answer(text)
 
