@@ -167,3 +167,11 @@ def test_requests_that_cannot_fit_are_refused_with_the_reason(tiny_llama):
         asyncio.run(engine.generate([1] * 20, SamplingParams(max_tokens=16)))
     with pytest.raises(TTSError, match="prompt is empty"):
         asyncio.run(engine.generate([], SamplingParams()))
+
+
+def test_pool_is_sized_from_a_memory_budget(tiny_llama):
+    from tts.engine.native.model_runner import ModelRunner
+
+    engine = load(tiny_llama, backend="native", device="cpu", kv_cache_gib=0.01, block_size=8)
+    per_block = ModelRunner.kv_bytes_per_block(engine.runner.config, 8, engine.runner.dtype)
+    assert engine.stats()["blocks_total"] == int(0.01 * 2**30) // per_block

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoTokenizer
 
 from tts.engine.backend import (
     Completion,
@@ -40,7 +40,8 @@ class EngineConfig:
 
     block_size: tokens per KV block; small blocks let search branches share more.
     num_blocks: KV blocks in the pool; None sizes the pool from kv_cache_gib.
-    kv_cache_gib: memory for the KV cache, in GiB, when num_blocks is None.
+    kv_cache_gib: memory for the KV cache, in GiB, when num_blocks is None; None: 1 GiB on
+        CPU, 80% of the accelerator memory left after loading the weights.
     max_num_seqs: most sequences running at once.
     max_num_batched_tokens: most tokens computed in one step (the prefill chunk budget).
     check_integrity: verify the block bookkeeping after every step (tests; slow).
@@ -48,7 +49,7 @@ class EngineConfig:
 
     block_size: int = 16
     num_blocks: int | None = None
-    kv_cache_gib: float = 1.0
+    kv_cache_gib: float | None = None
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
     check_integrity: bool = False
@@ -56,7 +57,9 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.block_size < 1 or (self.num_blocks is not None and self.num_blocks < 1):
             raise ValueError("block_size and num_blocks must be >= 1")
-        if self.kv_cache_gib <= 0 or self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
+        if (self.kv_cache_gib is not None and self.kv_cache_gib <= 0) or min(
+            self.max_num_seqs, self.max_num_batched_tokens
+        ) < 1:
             raise ValueError("kv_cache_gib, max_num_seqs and max_num_batched_tokens must be > 0")
 
 
@@ -77,16 +80,21 @@ class NativeBackend:
         config = EngineConfig(**options)
         self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        num_blocks = config.num_blocks
-        if num_blocks is None:
-            hf_config = AutoConfig.from_pretrained(model_dir)
-            per_block = ModelRunner.kv_bytes_per_block(hf_config, config.block_size, dtype)
-            num_blocks = max(int(config.kv_cache_gib * 2**30) // per_block, 1)
-        self.runner = ModelRunner(Path(model_dir), device, dtype, num_blocks, config.block_size)
+        self.runner = ModelRunner(
+            Path(model_dir),
+            device,
+            dtype,
+            config.num_blocks,
+            config.block_size,
+            config.kv_cache_gib,
+        )
         self.device = device
         self.max_model_len = self.runner.config.max_position_embeddings
         self.scheduler = Scheduler(
-            num_blocks, config.block_size, config.max_num_seqs, config.max_num_batched_tokens
+            self.runner.num_blocks,
+            config.block_size,
+            config.max_num_seqs,
+            config.max_num_batched_tokens,
         )
         self.eos_token_ids = eos_token_ids(model_dir, self.tokenizer)
         self._seq_ids = itertools.count()

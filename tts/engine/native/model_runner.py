@@ -92,8 +92,9 @@ class ModelRunner:
         model_dir: Path,
         device: torch.device,
         dtype: torch.dtype,
-        num_blocks: int,
+        num_blocks: int | None,
         block_size: int,
+        kv_cache_gib: float | None = None,
     ) -> None:
         model_dir = Path(model_dir)
         self.config = AutoConfig.from_pretrained(model_dir)
@@ -109,8 +110,16 @@ class ModelRunner:
         load_weights(self.model, model_dir)
         self.model.eval()
         c = self.config
+        self.num_blocks = num_blocks or self._pool_size(kv_cache_gib)
         self.kv_cache = torch.zeros(
-            (2, c.num_hidden_layers, num_blocks, block_size, c.num_key_value_heads, head_dim_of(c)),
+            (
+                2,
+                c.num_hidden_layers,
+                self.num_blocks,
+                block_size,
+                c.num_key_value_heads,
+                head_dim_of(c),
+            ),
             device=self.device,
             dtype=dtype,
         )
@@ -121,8 +130,22 @@ class ModelRunner:
         per_token = config.num_hidden_layers * config.num_key_value_heads * head_dim_of(config)
         return 2 * per_token * block_size * dtype.itemsize
 
+    def _pool_size(self, kv_cache_gib: float | None) -> int:
+        """Blocks that fit in kv_cache_gib GiB; by default 1 GiB on CPU and, on an accelerator,
+        80% of the memory left once the weights are loaded (the rest is for activations)."""
+        if kv_cache_gib is not None:
+            budget = int(kv_cache_gib * 2**30)
+        elif self.device.type == "cuda":
+            budget = int(torch.cuda.mem_get_info(self.device)[0] * 0.8)
+        else:
+            budget = 2**30
+        per_block = self.kv_bytes_per_block(self.config, self.block_size, self.dtype)
+        return max(budget // per_block, 1)
+
     def run(self, chunks: list[SeqChunk]) -> torch.Tensor:
         """Compute the chunks' KV, and logits [number needing them, vocab] float32, in order."""
+        if not chunks:
+            raise ValueError("a step needs at least one chunk")
         input_ids, positions, slots, query_lens, context_lens, logit_rows = [], [], [], [], [], []
         bs = self.block_size
         for chunk in chunks:
