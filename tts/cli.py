@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
 from pydantic import ValidationError
 
 from tts import __version__
 from tts.errors import TTSError, invalid_options
+from tts.search import STRATEGIES
 
 
 def budgets(text: str) -> list[int]:
@@ -25,6 +27,14 @@ def budgets(text: str) -> list[int]:
     return sorted(set(values))
 
 
+def strategy_option(text: str) -> tuple[str, object]:
+    """Parse `-o key=value`; the value is read as YAML, so numbers and booleans get their type."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), yaml.safe_load(value) if value.strip() else value
+
+
 def add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser(
         "bench",
@@ -37,7 +47,18 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
         "--backend", default="native", help="native (default), or hf: transformers, the reference"
     )
     bench.add_argument("--dataset", default="math500", help="name, .jsonl path or hf:OWNER/NAME")
-    bench.add_argument("--strategy", default="majority", help="search strategy")
+    bench.add_argument("--strategy", default="majority", help=f"one of {', '.join(STRATEGIES)}")
+    bench.add_argument(
+        "-o",
+        "--option",
+        dest="options",
+        action="append",
+        type=strategy_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a strategy option, e.g. -o beam_width=4 -o aggregation=min (repeatable)",
+    )
+    bench.add_argument("--prm", help="process reward model folder (best_of_n, beam, dvts, mcts)")
     bench.add_argument("--n", dest="ns", type=budgets, default=[1, 4, 16], help="e.g. 1,4,16")
     bench.add_argument("--limit", type=int, help="first LIMIT problems only")
     bench.add_argument("--max-tokens", type=int, default=1024, help="per completion")
@@ -48,6 +69,9 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--device", help="torch device (default: cuda if present, else cpu)")
     bench.add_argument("--dtype", help="float32, bfloat16 or float16")
     bench.add_argument("--out", type=Path, required=True, help="output folder")
+    bench.add_argument(
+        "--plot", action="store_true", help="draw accuracy against tokens to OUT/accuracy.png"
+    )
 
 
 def add_model(commands: argparse._SubParsersAction) -> None:
@@ -64,12 +88,15 @@ def run(args: argparse.Namespace) -> None:
         from tts.bench import BenchConfig, format_table, run_bench
 
         options = {k: v for k, v in vars(args).items() if k != "command"}
+        options["options"] = dict(args.options)
         try:
             config = BenchConfig(**options)
         except ValidationError as error:
             raise invalid_options("bench options", error) from None
         print(format_table(run_bench(config)))
         print(f"results: {config.out / 'results.jsonl'}  summary: {config.out / 'summary.json'}")
+        if config.plot:
+            print(f"figure: {config.out / 'accuracy.png'}")
     elif args.command == "model":
         from tts.engine.tiny import build_tiny_model
 

@@ -101,7 +101,8 @@ def test_stop_string_is_cut_from_text_but_its_tokens_are_kept(backend):
     assert len(stop) == 3
     cut = run(backend.generate(prompt, SamplingParams(temperature=0, max_tokens=40, stop=[stop])))
     completion = cut[0]
-    assert completion.finish_reason == "stop"
+    assert completion.finish_reason == "stop" and completion.stop_reason == stop
+    assert free.stop_reason is None
     assert completion.text == free.text[: free.text.find(stop)]
     assert stop not in completion.text
     decoded = backend.tokenizer.decode(completion.token_ids, skip_special_tokens=True)

@@ -7,7 +7,7 @@ import pytest
 from tts.engine import Completion, SamplingParams, load
 from tts.errors import TTSError
 from tts.search import make_strategy
-from tts.search.majority import vote
+from tts.search.select import vote
 
 
 def test_vote_clusters_equivalent_answers_largest_first():

@@ -73,7 +73,9 @@ class Completion:
     token_ids holds every generated token, including those of a matched stop string, while text
     ends before the stop string (as vLLM and the OpenAI API return it). logprobs, when asked
     for, has one dict per generated token mapping token id to log-probability under the model's
-    unmodified distribution: the sampled token and the `logprobs` most likely ones.
+    unmodified distribution: the sampled token and the `logprobs` most likely ones. stop_reason
+    is the stop string or stop token id that ended it, None when it ended at EOS or at the length
+    limit (as in vLLM): a step-level search tells a finished step from a finished solution by it.
     """
 
     text: str
@@ -82,6 +84,7 @@ class Completion:
     logprobs: list[dict[int, float]] | None = None
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    stop_reason: str | int | None = None
 
 
 @runtime_checkable
@@ -100,10 +103,13 @@ class Backend(Protocol):
         ...
 
 
-def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
-    """Cut `text` before the earliest occurrence of any stop string; say whether one matched."""
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
+def truncate_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, str | None]:
+    """Cut `text` before the earliest occurrence of any stop string; return it and the match."""
+    found = [(i, s) for s in stop if (i := text.find(s)) >= 0]
+    if not found:
+        return text, None
+    cut, matched = min(found)
+    return text[:cut], matched
 
 
 def eos_token_ids(model_dir: str | Path, tokenizer: Any) -> frozenset[int]:

@@ -166,11 +166,12 @@ class HFBackend:
         end = next((i + 1 for i, t in enumerate(tokens) if t in stops), None)
         finish = "stop" if end is not None else "length"
         tokens = tokens[:end] if end is not None else tokens
+        reason = tokens[-1] if end and tokens[-1] not in self.eos_token_ids else None
         text = self._decode(tokens)
         if params.stop:
-            text, stopped = truncate_at_stop(text, params.stop)
-            if stopped:
-                finish = "stop"
+            text, matched = truncate_at_stop(text, params.stop)
+            if matched is not None:
+                finish, reason = "stop", matched
                 tokens = tokens[: self._tokens_until_stop(tokens, params.stop)]
         return Completion(
             text=text,
@@ -181,6 +182,7 @@ class HFBackend:
             else None,
             prompt_tokens=len(request.prompt_ids),
             cached_tokens=0,
+            stop_reason=reason,
         )
 
     def _decode(self, tokens: list[int]) -> str:
@@ -191,7 +193,7 @@ class HFBackend:
         low, high = 1, len(tokens)
         while low < high:
             mid = (low + high) // 2
-            if truncate_at_stop(self._decode(tokens[:mid]), stop)[1]:
+            if truncate_at_stop(self._decode(tokens[:mid]), stop)[1] is not None:
                 high = mid
             else:
                 low = mid + 1

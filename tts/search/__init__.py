@@ -8,6 +8,9 @@ from pydantic import ValidationError
 
 from tts.errors import TTSError, invalid_options
 from tts.search.base import Candidate, SearchResult, Strategy, StrategyConfig, Usage
+from tts.search.beam import Beam, BeamConfig
+from tts.search.best_of_n import BestOfN, BestOfNConfig, WeightedBestOfNConfig
+from tts.search.dvts import DVTS, DVTSConfig
 from tts.search.majority import Majority, MajorityConfig
 
 __all__ = [
@@ -23,6 +26,10 @@ __all__ = [
 # name -> (strategy class, its config class)
 STRATEGIES: dict[str, tuple[type, type[StrategyConfig]]] = {
     "majority": (Majority, MajorityConfig),
+    "best_of_n": (BestOfN, BestOfNConfig),
+    "weighted_best_of_n": (BestOfN, WeightedBestOfNConfig),
+    "beam": (Beam, BeamConfig),
+    "dvts": (DVTS, DVTSConfig),
 }
 
 

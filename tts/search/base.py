@@ -8,6 +8,7 @@ generation treat them alike.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -98,6 +99,15 @@ class Strategy(Protocol):
     async def solve(
         self, problem: str, backend: Backend, scorer: Scorer | None = None
     ) -> SearchResult: ...
+
+
+def derive_seed(seed: int | None, *parts: object) -> int | None:
+    """A seed for one part of a run (a problem, a node of a tree), the same whatever order the
+    parts run in; None stays None (unseeded)."""
+    if seed is None:
+        return None
+    digest = hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def build_prompt(tokenizer: Any, problem: str, instruction: str = DEFAULT_INSTRUCTION) -> str:

@@ -13,31 +13,12 @@ from pydantic import Field
 
 from tts.engine import Backend
 from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, build_prompt
-from tts.verifiers import Scorer, extract_answer, math_equal
+from tts.search.select import vote
+from tts.verifiers import Scorer, extract_answer
 
 
 class MajorityConfig(StrategyConfig):
     n: int = Field(16, ge=1, description="solutions sampled")
-
-
-def vote(answers: list[str | None]) -> list[list[int]]:
-    """Clusters of equivalent answers as lists of indices, largest first (ties: earliest first).
-
-    Missing answers (None) vote for nothing. Each answer joins the first cluster whose first
-    member it equals, so the result does not depend on how equality chains.
-    """
-    clusters: list[list[int]] = []
-    for i, answer in enumerate(answers):
-        if answer is None:
-            continue
-        for cluster in clusters:
-            head = answers[cluster[0]]
-            if answer == head or math_equal(answer, head):
-                cluster.append(i)
-                break
-        else:
-            clusters.append([i])
-    return sorted(clusters, key=len, reverse=True)  # stable: ties keep first-seen order
 
 
 class Majority:

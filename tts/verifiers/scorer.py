@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import math
+from typing import Literal, Protocol, runtime_checkable
+
+Aggregation = Literal["last", "min", "prod", "mean"]
 
 
 @runtime_checkable
@@ -16,3 +19,24 @@ class Scorer(Protocol):
     """
 
     async def score(self, problem: str, steps: list[str]) -> list[float]: ...
+
+
+def aggregate(scores: list[float], how: Aggregation = "last") -> float:
+    """One number for a solution from its per-step scores.
+
+    "last" trusts the PRM's judgement of the whole prefix (what Qwen2.5-Math-PRM and the Hugging
+    Face search-and-learn study use); "min" is the weakest step (Lightman et al., 2023, and
+    Math-Shepherd, Wang et al., 2024); "prod" the chance that every step is right; "mean" the
+    average. No steps scores 0.
+    """
+    if not scores:
+        return 0.0
+    if how == "last":
+        return scores[-1]
+    if how == "min":
+        return min(scores)
+    if how == "prod":
+        return math.prod(scores)
+    if how == "mean":
+        return sum(scores) / len(scores)
+    raise ValueError(f"unknown aggregation {how!r}; choose last, min, prod or mean")

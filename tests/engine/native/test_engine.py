@@ -141,12 +141,14 @@ def test_stop_strings_and_stop_tokens_match_hf(tiny_llama):
     for params in (by_string, by_token):
         ours = generate_all(engine, [text], params)[0][0]
         theirs = generate_all(reference, [text], params)[0][0]
-        assert (ours.text, ours.token_ids, ours.finish_reason) == (
+        assert (ours.text, ours.token_ids, ours.finish_reason, ours.stop_reason) == (
             theirs.text,
             theirs.token_ids,
             theirs.finish_reason,
+            theirs.stop_reason,
         )
         assert ours.finish_reason == "stop" and len(ours.token_ids) < len(free.token_ids)
+        assert ours.stop_reason == (stop if params is by_string else free.token_ids[5])
 
 
 def test_logprobs_match_hf(tiny_llama):

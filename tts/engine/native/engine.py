@@ -259,7 +259,7 @@ class NativeBackend:
             # Only the tail can hold a stop string that the previous token did not complete.
             window = max(len(s) for s in params.stop) + 8
             tail = self.tokenizer.decode(seq.output_ids[-window:], skip_special_tokens=True)
-            if truncate_at_stop(tail, params.stop)[1]:
+            if truncate_at_stop(tail, params.stop)[1] is not None:
                 return "stop"
         if len(seq.output_ids) >= params.max_tokens or seq.num_tokens >= self.max_model_len:
             return "length"
@@ -278,8 +278,12 @@ class NativeBackend:
 
     def _completion(self, seq: Sequence) -> Completion:
         text = self.tokenizer.decode(seq.output_ids, skip_special_tokens=True)
-        if seq.params.stop:
-            text = truncate_at_stop(text, seq.params.stop)[0]
+        last = seq.token_ids[-1]
+        reason = (
+            last if last in seq.params.stop_token_ids and last not in self.eos_token_ids else None
+        )
+        if seq.params.stop and reason is None:
+            text, reason = truncate_at_stop(text, seq.params.stop)
         return Completion(
             text=text,
             token_ids=seq.output_ids,
@@ -287,6 +291,7 @@ class NativeBackend:
             logprobs=seq.logprobs if seq.params.logprobs is not None else None,
             prompt_tokens=seq.num_prompt_tokens,
             cached_tokens=seq.num_cached_tokens,
+            stop_reason=reason,
         )
 
     def _fail_everything(self, error: Exception) -> None:

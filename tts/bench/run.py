@@ -1,17 +1,17 @@
-"""`tts bench`: a strategy on a dataset at several budgets, as an accuracy table.
+"""Running a benchmark: every (problem, strategy, n) row solved once, appended, resumable.
 
-Each (problem, n) pair is one row of `OUT/results.jsonl`, appended and flushed as soon as it is
-solved, so a run can be killed at any moment and the same command continues where it stopped.
-Every row's sampling seed derives from the run seed, the problem id and n, never from the order
-in which rows run, so a resumed run writes the same rows as an uninterrupted one.
+Each row goes to `OUT/results.jsonl` as soon as it is solved, flushed, so a run can be killed at
+any moment and the same command continues where it stopped. Every row's sampling seed derives
+from the run seed, the problem id and n, never from the order in which rows run, so a resumed
+run writes the same rows as an uninterrupted one. One folder can hold several strategies (run
+the command once per strategy): they share the model, dataset and sampling settings, which is
+what makes them comparable in one table and one figure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +19,19 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
+from tts.bench.report import summarize
 from tts.data.datasets import Problem, load_dataset
 from tts.data.jsonl import RecordWriter, read_records
 from tts.engine import Backend, load
 from tts.errors import TTSError
 from tts.search import SearchResult, make_strategy
-from tts.search.majority import vote
-from tts.verifiers import math_equal
+from tts.search.base import derive_seed
+from tts.search.select import vote
+from tts.verifiers import Scorer, math_equal
 
 
 class BenchConfig(BaseModel):
-    """One benchmark run. Everything but `ns`, `limit` and `concurrency` must match to resume."""
+    """One benchmark run. The settings of `identity()` must match to add to a results folder."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,9 +39,11 @@ class BenchConfig(BaseModel):
     backend: str = Field("native", description="generation backend")
     dataset: str = Field("math500", description="dataset name, .jsonl path or hf:OWNER/NAME")
     strategy: str = Field("majority", description="search strategy")
-    ns: list[int] = Field([1, 4, 16], description="budgets: samples (n) per problem")
+    options: dict[str, Any] = Field({}, description="the strategy's own options")
+    prm: str | None = Field(None, description="process reward model folder, for guided search")
+    ns: list[int] = Field([1, 4, 16], description="budgets: the strategy's n per problem")
     limit: int | None = Field(None, ge=1, description="first LIMIT problems only")
-    max_tokens: int = Field(1024, ge=1, description="most tokens per completion")
+    max_tokens: int = Field(1024, ge=1, description="most tokens per solution")
     temperature: float = Field(0.7, ge=0, description="sampling temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     seed: int = Field(0, description="run seed; each row's seed derives from it")
@@ -47,19 +51,34 @@ class BenchConfig(BaseModel):
     concurrency: int = Field(32, ge=1, description="rows solved at once")
     device: str | None = Field(None, description="torch device; default cuda if present")
     dtype: str | None = Field(None, description="float32, bfloat16 or float16")
+    plot: bool = Field(False, description="draw accuracy against tokens to OUT/accuracy.png")
 
     def identity(self) -> dict[str, Any]:
-        """The settings a results file is only valid for."""
-        return self.model_dump(mode="json", exclude={"ns", "limit", "concurrency", "out"})
+        """The settings a results folder is only valid for."""
+        varying = {"strategy", "options", "prm", "ns", "limit", "concurrency", "out", "plot"}
+        return self.model_dump(mode="json", exclude=varying)
 
+    @property
+    def label(self) -> str:
+        """The strategy as rows and tables name it: its name, then its options and PRM."""
+        parts = [f"{k}={v}" for k, v in sorted(self.options.items())]
+        if self.prm:
+            parts.append(f"prm={Path(self.prm).name}")
+        return f"{self.strategy}[{','.join(parts)}]" if parts else self.strategy
 
-def row_seed(seed: int, problem_id: str, n: int) -> int:
-    digest = hashlib.sha256(f"{seed}:{problem_id}:{n}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    def strategy_options(self, n: int, problem_id: str) -> dict[str, Any]:
+        return {
+            **self.options,
+            "n": n,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": derive_seed(self.seed, problem_id, n),
+        }
 
 
 def check_identity(config: BenchConfig, has_results: bool) -> None:
-    """Refuse to append to results made with other settings; record the settings otherwise."""
+    """Refuse to add to results made with other settings; record the settings otherwise."""
     run_file = config.out / "run.json"
     identity = config.identity()
     if has_results and run_file.exists():
@@ -86,18 +105,13 @@ def make_record(
     ]
     clusters = vote([c.answer for c in result.candidates])
     majority = result.candidates[clusters[0][0]].answer if clusters else None
+    options = config.strategy_options(n, problem.id)
     return {
         "problem_id": problem.id,
         "dataset": config.dataset,
-        "strategy": config.strategy,
+        "strategy": config.label,
         "n": n,
-        "params": {
-            "n": n,
-            "temperature": config.temperature,
-            "top_p": config.top_p,
-            "max_tokens": config.max_tokens,
-            "seed": row_seed(config.seed, problem.id, n),
-        },
+        "params": options | ({"prm": config.prm} if config.prm else {}),
         "answer": result.answer,
         "gold": problem.answer,
         "correct": result.answer is not None and math_equal(result.answer, problem.answer),
@@ -115,26 +129,24 @@ def make_record(
             for c, ok in zip(result.candidates, graded)
         ],
         "usage": vars(result.usage),
+        **({"tree": result.tree} if result.tree is not None else {}),
     }
 
 
 async def _solve_all(
-    config: BenchConfig, backend: Backend, jobs: list[tuple[Problem, int]], writer: RecordWriter
+    config: BenchConfig,
+    backend: Backend,
+    scorer: Scorer | None,
+    jobs: list[tuple[Problem, int]],
+    writer: RecordWriter,
 ) -> None:
     gate = asyncio.Semaphore(config.concurrency)
-    bar = tqdm(total=len(jobs), desc=f"bench {config.dataset}", unit="row")
+    bar = tqdm(total=len(jobs), desc=f"bench {config.label} on {config.dataset}", unit="row")
 
     async def solve(problem: Problem, n: int) -> None:
-        strategy = make_strategy(
-            config.strategy,
-            n=n,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_tokens=config.max_tokens,
-            seed=row_seed(config.seed, problem.id, n),
-        )
+        strategy = make_strategy(config.strategy, **config.strategy_options(n, problem.id))
         async with gate:
-            result = await strategy.solve(problem.problem, backend)
+            result = await strategy.solve(problem.problem, backend, scorer)
         # Grading runs sympy; off the event loop so the backend keeps getting work.
         record = await asyncio.to_thread(make_record, config, problem, n, result)
         writer.write(record)
@@ -146,65 +158,26 @@ async def _solve_all(
         bar.close()
 
 
-def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per n: problems, accuracy, pass@n, maj@n, mean completion tokens and seconds per problem."""
-    by_n: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        by_n[record["n"]].append(record)
-    rows = []
-    for n in sorted(by_n):
-        group = by_n[n]
-        count = len(group)
-        rows.append(
-            {
-                "n": n,
-                "problems": count,
-                "accuracy": sum(r["correct"] for r in group) / count,
-                "pass@n": sum(r["pass"] for r in group) / count,
-                "maj@n": sum(r["majority_correct"] for r in group) / count,
-                "tokens": sum(r["usage"]["completion_tokens"] for r in group) / count,
-                "seconds": sum(r["usage"]["seconds"] for r in group) / count,
-            }
-        )
-    return rows
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    header = (
-        f"{'n':>5} {'problems':>9} {'accuracy':>9} {'pass@n':>7} {'maj@n':>7} "
-        f"{'tokens':>9} {'s/problem':>10}"
-    )
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(
-            f"{r['n']:>5} {r['problems']:>9} {r['accuracy']:>9.3f} {r['pass@n']:>7.3f} "
-            f"{r['maj@n']:>7.3f} {r['tokens']:>9.1f} {r['seconds']:>10.2f}"
-        )
-    return "\n".join(lines)
-
-
 def run_bench(config: BenchConfig) -> list[dict[str, Any]]:
-    """Run (or resume) the benchmark; write results.jsonl and summary.json; return the summary."""
+    """Run (or resume) the benchmark; write results.jsonl and summary.json (and the figure);
+    return the summary rows of every strategy in the folder, for these problems and budgets."""
     if not config.ns or min(config.ns) < 1:
         raise TTSError(f"every n must be >= 1, got {config.ns}")
-    make_strategy(
-        config.strategy,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        max_tokens=config.max_tokens,
-    )  # bad options fail before any model loads
+    for n in config.ns:  # bad options fail before any model loads
+        make_strategy(config.strategy, **config.strategy_options(n, ""))
     problems = load_dataset(config.dataset, config.limit)
     results_path = config.out / "results.jsonl"
-    done = {(r["problem_id"], r["n"]) for r in read_records(results_path)}
+    done = {(r["problem_id"], r["strategy"], r["n"]) for r in read_records(results_path)}
     check_identity(config, has_results=bool(done))
-    jobs = [(p, n) for p in problems for n in config.ns if (p.id, n) not in done]
+    jobs = [(p, n) for p in problems for n in config.ns if (p.id, config.label, n) not in done]
     started = time.perf_counter()
     if jobs:
         backend = load(config.model, config.backend, device=config.device, dtype=config.dtype)
+        scorer = _load_scorer(config) if config.prm else None
         with RecordWriter(results_path) as writer:
-            asyncio.run(_solve_all(config, backend, jobs, writer))
-    wanted = {(p.id, n) for p in problems for n in config.ns}
-    records = [r for r in read_records(results_path) if (r["problem_id"], r["n"]) in wanted]
+            asyncio.run(_solve_all(config, backend, scorer, jobs, writer))
+    wanted = {p.id for p in problems}
+    records = [r for r in read_records(results_path) if r["problem_id"] in wanted]
     rows = summarize(records)
     summary = {
         "config": config.model_dump(mode="json"),
@@ -213,4 +186,15 @@ def run_bench(config: BenchConfig) -> list[dict[str, Any]]:
         "rows_run": len(jobs),
     }
     (config.out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    if config.plot:
+        from tts.bench.report import plot
+
+        title = f"{Path(config.model).name} on {config.dataset} ({len(problems)} problems)"
+        plot(rows, config.out / "accuracy.png", title)
     return rows
+
+
+def _load_scorer(config: BenchConfig) -> Scorer:
+    from tts.verifiers import load_scorer
+
+    return load_scorer(config.prm, device=config.device, dtype=config.dtype)

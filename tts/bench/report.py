@@ -1,0 +1,103 @@
+"""Tables and the accuracy-against-compute figure, from the rows of a results file."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per strategy and n: problems, accuracy, pass@n, maj@n, mean generated tokens and seconds
+    per problem."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[record["strategy"], record["n"]].append(record)
+    rows = []
+    for (strategy, n), group in sorted(groups.items()):
+        count = len(group)
+        rows.append(
+            {
+                "strategy": strategy,
+                "n": n,
+                "problems": count,
+                "accuracy": sum(r["correct"] for r in group) / count,
+                "pass@n": sum(r["pass"] for r in group) / count,
+                "maj@n": sum(r["majority_correct"] for r in group) / count,
+                "tokens": sum(r["usage"]["completion_tokens"] for r in group) / count,
+                "cached_share": _cached_share(group),
+                "seconds": sum(r["usage"]["seconds"] for r in group) / count,
+            }
+        )
+    return rows
+
+
+def _cached_share(group: list[dict[str, Any]]) -> float:
+    prompt = sum(r["usage"]["prompt_tokens"] for r in group)
+    return sum(r["usage"]["cached_tokens"] for r in group) / prompt if prompt else 0.0
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    width = max([len("strategy")] + [len(r["strategy"]) for r in rows])
+    header = (
+        f"{'strategy':<{width}} {'n':>5} {'problems':>9} {'accuracy':>9} {'pass@n':>7} "
+        f"{'maj@n':>7} {'tokens':>9} {'cached':>7} {'s/problem':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['strategy']:<{width}} {r['n']:>5} {r['problems']:>9} {r['accuracy']:>9.3f} "
+            f"{r['pass@n']:>7.3f} {r['maj@n']:>7.3f} {r['tokens']:>9.1f} "
+            f"{r['cached_share']:>7.1%} {r['seconds']:>10.2f}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Accuracy against generated tokens per problem, one line per strategy, each point labelled
+    with its n; pass@n of the widest-searching strategy as a dashed ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=150)
+    by_strategy: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_strategy[row["strategy"]].append(row)
+    for strategy, points in sorted(by_strategy.items()):
+        points.sort(key=lambda r: r["tokens"])
+        xs = [max(r["tokens"], 1e-9) for r in points]
+        line = axes.plot(xs, [r["accuracy"] for r in points], marker="o", label=strategy)[0]
+        for r, x in zip(points, xs):
+            axes.annotate(
+                f"n={r['n']}",
+                (x, r["accuracy"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=line.get_color(),
+            )
+    ceiling = max(rows, key=lambda r: (r["n"], r["pass@n"]), default=None)
+    if ceiling is not None:
+        axes.axhline(ceiling["pass@n"], linestyle="--", color="grey", linewidth=1)
+        axes.annotate(
+            f"pass@{ceiling['n']} ({ceiling['strategy']})",
+            (0.01, ceiling["pass@n"]),
+            xycoords=("axes fraction", "data"),
+            textcoords="offset points",
+            xytext=(0, 3),
+            fontsize=7,
+            color="grey",
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("generated tokens per problem (log scale)")
+    axes.set_ylabel("accuracy")
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

@@ -1,0 +1,129 @@
+"""What step-level strategies share: growing a tree of partial solutions one step at a time.
+
+A step is what the model writes up to the step delimiter (a blank line by default). Extending a
+partial solution asks the backend to continue `prompt + steps so far` with `stop` at the
+delimiter, so every extension shares its whole prefix with its parent and the backend's prefix
+cache makes that prefix free. A step is terminal when the solution ends there: the model
+stopped for good (EOS), the step holds a final answer, or the step or token budget ran out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pydantic import Field
+
+from tts.engine import Backend
+from tts.errors import TTSError
+from tts.search.base import (
+    Candidate,
+    SearchResult,
+    StrategyConfig,
+    Usage,
+    build_prompt,
+    derive_seed,
+)
+from tts.search.select import Selection, select
+from tts.search.tree import Node, SearchTree
+from tts.verifiers import Aggregation, Scorer, aggregate, extract_answer
+
+
+class StepConfig(StrategyConfig):
+    """Options of the step-level strategies (beam, DVTS, MCTS)."""
+
+    n: int = Field(16, ge=1, description="candidates in play: the compute budget N")
+    step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a step")
+    max_steps: int = Field(40, ge=1, description="most steps in one solution")
+    max_step_tokens: int = Field(256, ge=1, description="most tokens in one step")
+    aggregation: Aggregation = Field(
+        "last", description="per-step scores to one: last|min|prod|mean"
+    )
+    selection: Selection = Field("weighted", description="final pick: best|weighted|majority")
+
+
+class StepSearch:
+    """One problem's search: the prompt, the tree, the usage, and the two moves every step-level
+    strategy makes: expand a node into k sampled next steps, and score nodes with the PRM."""
+
+    def __init__(
+        self, config: StepConfig, problem: str, backend: Backend, scorer: Scorer | None
+    ) -> None:
+        if scorer is None:
+            raise TTSError("this strategy needs a process reward model (--prm)")
+        self.config, self.problem, self.backend, self.scorer = config, problem, backend, scorer
+        self.prompt = build_prompt(backend.tokenizer, problem, config.instruction)
+        self.tree = SearchTree()
+        self.usage = Usage()
+        self.started = time.perf_counter()
+
+    def path_tokens(self, node: Node) -> int:
+        total = 0
+        while node.parent is not None:
+            total += node.tokens
+            node = self.tree.nodes[node.parent]
+        return total
+
+    async def expand(self, node: Node, k: int) -> list[Node]:
+        """Sample k next steps after `node` and add them to the tree as its children."""
+        config = self.config
+        steps = self.tree.steps(node)
+        used = self.path_tokens(node)
+        text = self.prompt + "".join(step + config.step_delimiter for step in steps)
+        params = config.sampling(
+            k,
+            stop=(config.step_delimiter,),
+            max_tokens=max(min(config.max_step_tokens, config.max_tokens - used), 1),
+            # The node's place in the tree, not the order searches run in, fixes its seed.
+            seed=derive_seed(config.seed, *self._address(node), len(node.children)),
+        )
+        completions = await self.backend.generate(text, params)
+        self.usage.add(completions)
+        children = []
+        for completion in completions:
+            tokens = len(completion.token_ids)
+            terminal = (
+                completion.stop_reason != config.step_delimiter
+                or extract_answer(completion.text) is not None
+                or node.depth + 1 >= config.max_steps
+                or used + tokens >= config.max_tokens
+            )
+            children.append(self.tree.add(node, completion.text, tokens=tokens, terminal=terminal))
+        return children
+
+    async def score(self, nodes: list[Node]) -> None:
+        """Set each node's score: the aggregated PRM scores of the path ending at it."""
+        per_step = await asyncio.gather(
+            *(self.scorer.score(self.problem, self.tree.steps(node)) for node in nodes)
+        )
+        self.usage.scorer_calls += len(nodes)
+        for node, scores in zip(nodes, per_step):
+            node.score = aggregate(scores, self.config.aggregation)
+
+    def result(self, leaves: list[Node]) -> SearchResult:
+        """The search's answer, chosen among the solutions ending at `leaves`."""
+        candidates = []
+        for leaf in leaves:
+            text = self.config.step_delimiter.join(self.tree.steps(leaf))
+            finish = "stop" if leaf.terminal else "length"
+            candidates.append(
+                Candidate(text, extract_answer(text), leaf.score, self.path_tokens(leaf), finish)
+            )
+        chosen = select(candidates, self.config.selection)
+        self.usage.seconds = time.perf_counter() - self.started
+        return SearchResult(
+            answer=chosen.answer if chosen else None,
+            text=chosen.text if chosen else "",
+            candidates=candidates,
+            tree=self.tree.to_dict(),
+            usage=self.usage,
+        )
+
+    def _address(self, node: Node) -> list[int]:
+        """Child positions from the root down to `node`."""
+        address = []
+        while node.parent is not None:
+            parent = self.tree.nodes[node.parent]
+            address.append(parent.children.index(node.id))
+            node = parent
+        return address[::-1]
