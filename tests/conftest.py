@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.prm_models import build_qwen_prm, build_shepherd_prm, build_token_prm
 from tts.engine.tiny import build_tiny_model
 
 
@@ -19,3 +20,21 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Qwen2-family folder: no BOS token, tied embeddings."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen"), family="qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_prm_token(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TRL-format token-classification PRM (Llama backbone) with a prm_config.json."""
+    return build_token_prm(tmp_path_factory.mktemp("tiny-prm-token"))
+
+
+@pytest.fixture(scope="session")
+def tiny_prm_shepherd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Math-Shepherd-style causal LM PRM, recognised by its added step tag (not its name)."""
+    return build_shepherd_prm(tmp_path_factory.mktemp("tiny-prm-tag"))
+
+
+@pytest.fixture(scope="session")
+def tiny_prm_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Qwen2.5-Math-PRM-style folder (Qwen2ForProcessRewardModel)."""
+    return build_qwen_prm(tmp_path_factory.mktemp("tiny-prm-qwen"))

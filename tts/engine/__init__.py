@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from tts.devices import resolve_device, resolve_dtype
 from tts.engine.backend import Backend, Completion, SamplingParams
 from tts.errors import TTSError
 
@@ -18,8 +19,6 @@ BACKENDS = {
     "native": "tts.engine.native.engine:NativeBackend",
     "hf": "tts.engine.hf:HFBackend",
 }
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -48,13 +47,8 @@ def load(
     if backend not in BACKENDS:
         raise TTSError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     path = resolve_model(model)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dtype is None:
-        dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    elif isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise TTSError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
-        dtype = DTYPES[dtype]
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
     module_name, class_name = BACKENDS[backend].split(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
     return backend_class(path, device=device, dtype=dtype, **opts)

@@ -3,6 +3,16 @@ small model wrappers that never import search, servers or train."""
 
 from tts.verifiers.equal import math_equal
 from tts.verifiers.extract import extract_answer
-from tts.verifiers.scorer import Scorer
+from tts.verifiers.outcome import OutcomeScorer
+from tts.verifiers.prm import load_scorer
+from tts.verifiers.scorer import Aggregation, Scorer, aggregate
 
-__all__ = ["Scorer", "extract_answer", "math_equal"]
+__all__ = [
+    "Aggregation",
+    "OutcomeScorer",
+    "Scorer",
+    "aggregate",
+    "extract_answer",
+    "load_scorer",
+    "math_equal",
+]

@@ -1,0 +1,25 @@
+"""Where models run: device and dtype names resolved the same way by every model loader."""
+
+from __future__ import annotations
+
+import torch
+
+from tts.errors import TTSError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The named device, or CUDA when there is one, else CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The named dtype, or float32 on CPU (fast and exact there) and bfloat16 elsewhere."""
+    if dtype is None:
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise TTSError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+        return DTYPES[dtype]
+    return dtype
