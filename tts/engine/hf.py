@@ -5,20 +5,19 @@ queue, and the next batch takes every waiting request that samples the same way 
 apart from `n`). A request with a seed is generated in a batch of its own, after seeding torch,
 because transformers draws every row of a batch from one random stream: that is the only way its
 samples stay the same whatever else is in flight. Generation runs in a worker thread so the event
-loop keeps serving while the model computes.
+loop keeps serving while the model computes (`tts.batching`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
+from tts.batching import BatchQueue
 from tts.engine.backend import (
     Completion,
     SamplingParams,
@@ -32,7 +31,6 @@ from tts.engine.backend import (
 class _Request:
     prompt_ids: list[int]
     params: SamplingParams
-    future: asyncio.Future
 
 
 class HFBackend:
@@ -55,57 +53,22 @@ class HFBackend:
         self.eos_token_ids = eos_token_ids(model_dir, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else min(self.eos_token_ids, default=0)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-hf")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[_Request] = []
-        self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
+        self._queue = BatchQueue(self._generate, self._take_batch, thread_name="tts-hf")
 
     async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            # First call, or a new event loop (each asyncio.run makes one): the worker and its
-            # queue belong to the loop they were made in.
-            self._loop, self._pending, self._wake = loop, [], asyncio.Event()
-            self._worker = loop.create_task(self._serve())  # held: the loop keeps weak refs
-        request = _Request(encode_prompt(self.tokenizer, prompt), params, loop.create_future())
-        self._pending.append(request)
-        self._wake.set()
-        return await request.future
+        return await self._queue.submit(_Request(encode_prompt(self.tokenizer, prompt), params))
 
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while batch := self._take_batch():
-                try:
-                    results = await loop.run_in_executor(self._executor, self._generate, batch)
-                except Exception as error:  # a failed batch fails its requests, not the worker
-                    for request in batch:
-                        if not request.future.done():
-                            request.future.set_exception(error)
-                    continue
-                for request, completions in zip(batch, results):
-                    if not request.future.done():
-                        request.future.set_result(completions)
-
-    def _take_batch(self) -> list[_Request]:
-        self._pending = [r for r in self._pending if not r.future.done()]  # drop cancelled
-        if not self._pending:
-            return []
-        first = self._pending[0]
-        batch, rows = [first], first.params.n
+    def _take_batch(self, waiting: list[_Request]) -> list[int]:
+        first = waiting[0]
+        taken, rows = [0], first.params.n
         if first.params.seed is None:
             key = dataclasses.replace(first.params, n=1)
-            for request in self._pending[1:]:
+            for i, request in enumerate(waiting[1:], start=1):
                 fits = rows + request.params.n <= self.max_batch_size
                 if fits and dataclasses.replace(request.params, n=1) == key:
-                    batch.append(request)
+                    taken.append(i)
                     rows += request.params.n
-        taken = {id(r) for r in batch}
-        self._pending = [r for r in self._pending if id(r) not in taken]
-        return batch
+        return taken
 
     @torch.inference_mode()
     def _generate(self, batch: list[_Request]) -> list[list[Completion]]:

@@ -12,23 +12,15 @@ from __future__ import annotations
 
 import asyncio
 
-from pydantic import Field, model_validator
-
 from tts.engine import Backend
 from tts.search.base import SearchResult
-from tts.search.steps import StepConfig, StepSearch
+from tts.search.steps import BranchingConfig, StepSearch
 from tts.search.tree import Node
 from tts.verifiers import Scorer
 
 
-class BeamConfig(StepConfig):
-    beam_width: int = Field(4, ge=1, description="partial solutions kept at each depth (M)")
-
-    @model_validator(mode="after")
-    def _width_divides_n(self) -> BeamConfig:
-        if self.n % self.beam_width:
-            raise ValueError(f"n ({self.n}) must be a multiple of beam_width ({self.beam_width})")
-        return self
+class BeamConfig(BranchingConfig):
+    """N = n candidates, M = beam_width."""
 
 
 class Beam:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tts.engine import Backend
 from tts.errors import TTSError
@@ -40,6 +40,18 @@ class StepConfig(StrategyConfig):
         "last", description="per-step scores to one: last|min|prod|mean"
     )
     selection: Selection = Field("weighted", description="final pick: best|weighted|majority")
+
+
+class BranchingConfig(StepConfig):
+    """Beam search and DVTS: N candidates in groups of M."""
+
+    beam_width: int = Field(4, ge=1, description="partial solutions kept / compared per node (M)")
+
+    @model_validator(mode="after")
+    def _width_divides_n(self) -> BranchingConfig:
+        if self.n % self.beam_width:
+            raise ValueError(f"n ({self.n}) must be a multiple of beam_width ({self.beam_width})")
+        return self
 
 
 class StepSearch:

@@ -3,18 +3,17 @@
 Strategies call `score` from many coroutines at once (one per beam, per problem, per server
 request). Calls that arrive while a forward pass runs wait in a queue; the next pass takes up to
 `max_batch_size` of them, right-padded into one batch. The pass runs in a single worker thread so
-the event loop keeps serving (and the generation backend keeps generating) meanwhile, as in
-`tts.engine.hf`. A caller cancelled while waiting is dropped before its pass.
+the event loop keeps serving (and the generation backend keeps generating) meanwhile
+(`tts.batching`). A caller cancelled while waiting is dropped before its pass.
 """
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 
+from tts.batching import BatchQueue
 from tts.errors import TTSError
 
 
@@ -22,7 +21,6 @@ from tts.errors import TTSError
 class _Request:
     input_ids: list[int]
     positions: list[int]  # the token whose output scores step i, one per step, increasing
-    future: asyncio.Future
 
 
 class BatchedScorer:
@@ -63,11 +61,7 @@ class BatchedScorer:
         self.pad_token_id = pad if pad is not None else 0
         self.calls = 0
         self.tokens = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-prm")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[_Request] = []
-        self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
+        self._queue = BatchQueue(self._forward, self._take, thread_name="tts-prm")
 
     def encode(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
         raise NotImplementedError
@@ -98,39 +92,10 @@ class BatchedScorer:
                 f"{self.max_positions} positions"
             )
         self.tokens += len(input_ids)
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            # First call, or a new event loop (each asyncio.run makes one): the worker and its
-            # queue belong to the loop they were made in.
-            self._loop, self._pending, self._wake = loop, [], asyncio.Event()
-            self._worker = loop.create_task(self._serve())  # held: the loop keeps weak refs
-        request = _Request(input_ids, positions, loop.create_future())
-        self._pending.append(request)
-        self._wake.set()
-        return await request.future
+        return await self._queue.submit(_Request(input_ids, positions))
 
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while batch := self._take_batch():
-                try:
-                    results = await loop.run_in_executor(self._executor, self._forward, batch)
-                except Exception as error:  # a failed batch fails its requests, not the worker
-                    for request in batch:
-                        if not request.future.done():
-                            request.future.set_exception(error)
-                    continue
-                for request, scores in zip(batch, results):
-                    if not request.future.done():
-                        request.future.set_result(scores)
-
-    def _take_batch(self) -> list[_Request]:
-        self._pending = [r for r in self._pending if not r.future.done()]  # drop cancelled
-        batch = self._pending[: self.max_batch_size]
-        self._pending = self._pending[self.max_batch_size :]
-        return batch
+    def _take(self, waiting: list[_Request]) -> list[int]:
+        return list(range(min(len(waiting), self.max_batch_size)))
 
     @torch.inference_mode()
     def _forward(self, batch: list[_Request]) -> list[list[float]]:
