@@ -197,3 +197,70 @@ def test_resuming_with_other_settings_is_refused(tiny_llama, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--max-tokens", "8", "--out", str(tmp_path)])
     assert "other settings (max_tokens)" in str(exit_info.value.code)
+
+
+def test_several_strategies_share_a_folder_and_a_figure(
+    tiny_llama, tiny_prm_token, tmp_path, capsys
+):
+    out = tmp_path / "compare"
+    common = ["bench", "--model", str(tiny_llama), "--dataset", "gsm8k", "--limit", "2"]
+    common += ["--max-tokens", "16", "--device", "cpu", "--out", str(out)]
+    main([*common, "--strategy", "majority", "--n", "1,2"])
+    main(
+        [*common, "--strategy", "beam", "--prm", str(tiny_prm_token), "--n", "4"]
+        + ["-o", "beam_width=2", "-o", "max_step_tokens=8", "--plot"]
+    )
+    table = capsys.readouterr().out.splitlines()
+    beam_label = f"beam[beam_width=2,max_step_tokens=8,prm={tiny_prm_token.name}]"
+    assert any(line.startswith(beam_label) for line in table)
+    assert any(line.startswith("majority ") for line in table)
+    records = rows(out)
+    assert {(r["strategy"], r["n"]) for r in records} == {
+        ("majority", 1),
+        ("majority", 2),
+        (beam_label, 4),
+    }
+    beam = [r for r in records if r["strategy"] == beam_label]
+    assert all(r["tree"]["nodes"] and r["usage"]["scorer_calls"] > 0 for r in beam)
+    assert all(r["params"]["beam_width"] == 2 and r["params"]["prm"] for r in beam)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {row["strategy"] for row in summary["rows"]} == {"majority", beam_label}
+    png = (out / "accuracy.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_bad_strategy_options_are_refused_before_loading(tiny_llama, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "bench",
+                "--model",
+                str(tiny_llama),
+                "--strategy",
+                "beam",
+                "-o",
+                "beam_width=3",
+                "--n",
+                "4",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    assert "multiple of beam_width" in str(exit_info.value.code)
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "bench",
+                "--model",
+                str(tiny_llama),
+                "--strategy",
+                "beam",
+                "-o",
+                "beam_widht=2",
+                "--n",
+                "4",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    assert "beam_widht: Extra inputs are not permitted" in str(exit_info.value.code)

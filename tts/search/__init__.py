@@ -12,6 +12,7 @@ from tts.search.beam import Beam, BeamConfig
 from tts.search.best_of_n import BestOfN, BestOfNConfig, WeightedBestOfNConfig
 from tts.search.dvts import DVTS, DVTSConfig
 from tts.search.majority import Majority, MajorityConfig
+from tts.search.mcts import MCTS, MCTSConfig
 
 __all__ = [
     "STRATEGIES",
@@ -30,6 +31,7 @@ STRATEGIES: dict[str, tuple[type, type[StrategyConfig]]] = {
     "weighted_best_of_n": (BestOfN, WeightedBestOfNConfig),
     "beam": (Beam, BeamConfig),
     "dvts": (DVTS, DVTSConfig),
+    "mcts": (MCTS, MCTSConfig),
 }
 
 

@@ -4,7 +4,8 @@ A step is what the model writes up to the step delimiter (a blank line by defaul
 partial solution asks the backend to continue `prompt + steps so far` with `stop` at the
 delimiter, so every extension shares its whole prefix with its parent and the backend's prefix
 cache makes that prefix free. A step is terminal when the solution ends there: the model
-stopped for good (EOS), the step holds a final answer, or the step or token budget ran out.
+stopped for good (EOS), the step holds a final answer, or the step count or token budget ran out;
+a step cut at `max_step_tokens` simply continues in the next one.
 """
 
 from __future__ import annotations
@@ -94,8 +95,13 @@ class StepSearch:
         children = []
         for completion in completions:
             tokens = len(completion.token_ids)
+            # Ended for good (EOS or a stop token), not cut at the delimiter or the step limit.
+            ended = (
+                completion.finish_reason == "stop"
+                and completion.stop_reason != config.step_delimiter
+            )
             terminal = (
-                completion.stop_reason != config.step_delimiter
+                ended
                 or extract_answer(completion.text) is not None
                 or node.depth + 1 >= config.max_steps
                 or used + tokens >= config.max_tokens
