@@ -34,6 +34,7 @@ def test_strategy_runs_on_the_native_engine(engine, request, name, prm):
     assert result.candidates
     assert all(c.score is not None and 0.0 <= c.score <= 1.0 for c in result.candidates)
     assert result.usage.completion_tokens > 0 and result.usage.scorer_calls > 0
+    assert result.usage.scorer_tokens > result.usage.scorer_calls  # every call reads a prompt
     assert all(c.tokens <= 24 for c in result.candidates)
     if name not in ("best_of_n", "weighted_best_of_n"):
         nodes = result.tree["nodes"]

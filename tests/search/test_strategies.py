@@ -12,6 +12,7 @@ from tts.errors import TTSError
 from tts.search import make_strategy
 from tts.search.base import Candidate
 from tts.search.select import select
+from tts.search.tree import SearchTree
 
 SOLUTIONS = {(): ["p\n\nq \\boxed{1}", "r\n\ns \\boxed{2}", "t\n\nu \\boxed{1}"]}
 STEP_SCORES = {
@@ -49,6 +50,17 @@ def test_weighted_best_of_n_sums_scores_per_answer():
     best, _, _ = solve("best_of_n", SOLUTIONS, STEP_SCORES, n=3)
     assert (weighted.answer, best.answer) == ("1", "2")
     assert weighted.text == "t\n\nu \\boxed{1}"  # the best-scored member of the winning answer
+
+
+def test_tree_exports_as_json_and_networkx():
+    result, _, _ = solve("beam", BEAM_TABLE, BEAM_SCORES, n=4, beam_width=2)
+    tree = SearchTree()
+    child = tree.add(tree.root, "a", score=0.9)
+    tree.add(child, "b", terminal=True)
+    graph = tree.to_networkx()
+    assert list(graph.edges) == [(0, 1), (1, 2)] and graph.nodes[2]["terminal"]
+    assert tree.steps(tree.nodes[2]) == ["a", "b"]
+    assert len(result.tree["nodes"]) == len({n["id"] for n in result.tree["nodes"]})
 
 
 def test_select_rules():

@@ -17,7 +17,7 @@ from tts.engine import Backend
 from tts.errors import TTSError
 from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, build_prompt
 from tts.search.select import Selection, select
-from tts.verifiers import Aggregation, Scorer, aggregate, extract_answer
+from tts.verifiers import Aggregation, Scorer, aggregate, extract_answer, scorer_tokens
 
 
 class BestOfNConfig(StrategyConfig):
@@ -53,6 +53,7 @@ class BestOfN:
         ]
         scores = await asyncio.gather(*(scorer.score(problem, s) for s in steps))
         usage.scorer_calls += len(steps)
+        usage.scorer_tokens += sum(scorer_tokens(scorer, problem, s) for s in steps)
         candidates = [
             Candidate(
                 c.text,

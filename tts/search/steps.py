@@ -27,7 +27,7 @@ from tts.search.base import (
 )
 from tts.search.select import Selection, select
 from tts.search.tree import Node, SearchTree
-from tts.verifiers import Aggregation, Scorer, aggregate, extract_answer
+from tts.verifiers import Aggregation, Scorer, aggregate, extract_answer, scorer_tokens
 
 
 class StepConfig(StrategyConfig):
@@ -111,10 +111,10 @@ class StepSearch:
 
     async def score(self, nodes: list[Node]) -> None:
         """Set each node's score: the aggregated PRM scores of the path ending at it."""
-        per_step = await asyncio.gather(
-            *(self.scorer.score(self.problem, self.tree.steps(node)) for node in nodes)
-        )
+        paths = [self.tree.steps(node) for node in nodes]
+        per_step = await asyncio.gather(*(self.scorer.score(self.problem, p) for p in paths))
         self.usage.scorer_calls += len(nodes)
+        self.usage.scorer_tokens += sum(scorer_tokens(self.scorer, self.problem, p) for p in paths)
         for node, scores in zip(nodes, per_step):
             node.score = aggregate(scores, self.config.aggregation)
 

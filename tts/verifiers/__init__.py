@@ -5,13 +5,14 @@ from tts.verifiers.equal import math_equal
 from tts.verifiers.extract import extract_answer
 from tts.verifiers.outcome import OutcomeScorer
 from tts.verifiers.prm import load_scorer
-from tts.verifiers.scorer import Aggregation, Scorer, aggregate
+from tts.verifiers.scorer import Aggregation, Scorer, aggregate, scorer_tokens
 
 __all__ = [
     "Aggregation",
     "OutcomeScorer",
     "Scorer",
     "aggregate",
+    "scorer_tokens",
     "extract_answer",
     "load_scorer",
     "math_equal",

@@ -75,6 +75,10 @@ class BatchedScorer:
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def count_tokens(self, problem: str, steps: list[str]) -> int:
+        """Input tokens a `score` call on these steps runs through the model."""
+        return len(self.encode(problem, steps)[0]) if steps else 0
+
     async def score(self, problem: str, steps: list[str]) -> list[float]:
         """One probability in [0, 1] per step: that the solution is still right after it."""
         self.calls += 1

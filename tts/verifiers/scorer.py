@@ -21,6 +21,13 @@ class Scorer(Protocol):
     async def score(self, problem: str, steps: list[str]) -> list[float]: ...
 
 
+def scorer_tokens(scorer: Scorer, problem: str, steps: list[str]) -> int:
+    """Input tokens one `score` call costs, for usage accounting: scorers that run a model say so
+    through an optional `count_tokens(problem, steps)`; others cost none."""
+    count = getattr(scorer, "count_tokens", None)
+    return count(problem, steps) if count is not None else 0
+
+
 def aggregate(scores: list[float], how: Aggregation = "last") -> float:
     """One number for a solution from its per-step scores.
 
