@@ -2,16 +2,18 @@
 
 Callers `await queue.submit(item)` from any number of coroutines. Items that arrive while a batch
 runs wait; the next batch takes what `take` picks from the waiting items, and `run` computes it
-in a single worker thread, so the event loop keeps serving meanwhile. A caller cancelled while
-waiting is dropped before its batch; a batch that raises fails its own callers only.
+on the device thread (`tts.devices.DEVICE_THREAD`), so the event loop keeps serving meanwhile.
+A caller cancelled while waiting is dropped before its batch; a batch that raises fails its own
+callers only.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
+
+from tts.devices import DEVICE_THREAD
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -22,13 +24,9 @@ class BatchQueue(Generic[Item, Result]):
     take: the waiting items -> the indices of those the next batch takes (at least one)."""
 
     def __init__(
-        self,
-        run: Callable[[list[Item]], list[Result]],
-        take: Callable[[list[Item]], list[int]],
-        thread_name: str,
+        self, run: Callable[[list[Item]], list[Result]], take: Callable[[list[Item]], list[int]]
     ) -> None:
         self._run, self._take = run, take
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: list[tuple[Item, asyncio.Future]] = []
         self._wake: asyncio.Event | None = None
@@ -54,7 +52,7 @@ class BatchQueue(Generic[Item, Result]):
             while batch := self._next_batch():
                 items = [item for item, _ in batch]
                 try:
-                    results = await loop.run_in_executor(self._executor, self._run, items)
+                    results = await loop.run_in_executor(DEVICE_THREAD, self._run, items)
                 except Exception as error:  # a failed batch fails its callers, not the worker
                     for _, future in batch:
                         if not future.done():

@@ -5,7 +5,7 @@ queue, and the next batch takes every waiting request that samples the same way 
 apart from `n`). A request with a seed is generated in a batch of its own, after seeding torch,
 because transformers draws every row of a batch from one random stream: that is the only way its
 samples stay the same whatever else is in flight. Generation runs in a worker thread so the event
-loop keeps serving while the model computes (`tts.batching`).
+loop keeps serving while the model computes (`tts.batching`, `tts.devices.DEVICE_THREAD`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from tts.batching import BatchQueue
+from tts.devices import DEVICE_THREAD
 from tts.engine.backend import (
     Completion,
     SamplingParams,
@@ -47,13 +48,13 @@ class HFBackend:
         max_batch_size: int = 64,
     ) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+        self._queue = BatchQueue(self._generate, self._take_batch)
+        self.model = DEVICE_THREAD.submit(_load_model, model_dir, device, dtype).result()
         self.device = device
         self.max_batch_size = max_batch_size
         self.eos_token_ids = eos_token_ids(model_dir, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else min(self.eos_token_ids, default=0)
-        self._queue = BatchQueue(self._generate, self._take_batch, thread_name="tts-hf")
 
     async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
         return await self._queue.submit(_Request(encode_prompt(self.tokenizer, prompt), params))
@@ -173,3 +174,7 @@ class HFBackend:
                 entry.update(zip(ids.tolist(), values.tolist()))
             result.append(entry)
         return result
+
+
+def _load_model(model_dir: str | Path, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()

@@ -17,6 +17,7 @@ Weights load from safetensors only: a pickle checkpoint can run arbitrary code w
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from transformers import AutoTokenizer
 
-from tts.devices import resolve_device, resolve_dtype
+from tts.devices import DEVICE_THREAD, resolve_device, resolve_dtype
 from tts.errors import TTSError, invalid_options
 from tts.verifiers.prm_batching import BatchedScorer
 from tts.verifiers.prm_qwen import QwenPRM
@@ -74,21 +75,18 @@ def load_scorer(
     dtype = resolve_dtype(dtype, device)
     found = settings.format or _detect(path, config, tokenizer, settings)
     if found == "token_classification":
-        return TokenClassificationPRM(
-            path, tokenizer, device, dtype, max_batch_size, settings.step_separator
+        build = partial(TokenClassificationPRM, step_separator=settings.step_separator)
+    elif found == "math_shepherd":
+        build = partial(
+            MathShepherdPRM,
+            step_tag=settings.step_tag,
+            good_token=settings.good_token,
+            bad_token=settings.bad_token,
         )
-    if found == "math_shepherd":
-        return MathShepherdPRM(
-            path,
-            tokenizer,
-            device,
-            dtype,
-            max_batch_size,
-            settings.step_tag,
-            settings.good_token,
-            settings.bad_token,
-        )
-    return QwenPRM(path, tokenizer, device, dtype, max_batch_size)
+    else:
+        build = QwenPRM
+    # The weights load on the thread that will run them (see tts.devices).
+    return DEVICE_THREAD.submit(build, path, tokenizer, device, dtype, max_batch_size).result()
 
 
 def _read_settings(path: Path) -> PRMFileConfig:

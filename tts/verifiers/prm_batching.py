@@ -2,7 +2,7 @@
 
 Strategies call `score` from many coroutines at once (one per beam, per problem, per server
 request). Calls that arrive while a forward pass runs wait in a queue; the next pass takes up to
-`max_batch_size` of them, right-padded into one batch. The pass runs in a single worker thread so
+`max_batch_size` of them, right-padded into one batch. The pass runs on the device thread so
 the event loop keeps serving (and the generation backend keeps generating) meanwhile
 (`tts.batching`). A caller cancelled while waiting is dropped before its pass.
 """
@@ -61,7 +61,7 @@ class BatchedScorer:
         self.pad_token_id = pad if pad is not None else 0
         self.calls = 0
         self.tokens = 0
-        self._queue = BatchQueue(self._forward, self._take, thread_name="tts-prm")
+        self._queue = BatchQueue(self._forward, self._take)
 
     def encode(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
         raise NotImplementedError

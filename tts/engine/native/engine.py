@@ -2,7 +2,7 @@
 
 `generate` may be awaited from any number of coroutines. Each call queues a request and waits;
 one background task steps the engine while there is work: apply new requests and aborts,
-schedule, run the model and the sampler in a worker thread (so the event loop keeps serving),
+schedule, run the model and the sampler on the device thread (so the event loop keeps serving),
 then record the new tokens and finish the sequences that are done. A cancelled `generate`
 (a cancelled coroutine, a disconnected client) aborts its request, whose blocks are freed
 before the next step.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
+from tts.devices import DEVICE_THREAD
 from tts.engine.backend import (
     Completion,
     SamplingParams,
@@ -80,14 +80,16 @@ class NativeBackend:
         config = EngineConfig(**options)
         self.config = config
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.runner = ModelRunner(
+        # Every torch call, loading included, runs on the device thread (see tts.devices).
+        self.runner = DEVICE_THREAD.submit(
+            ModelRunner,
             Path(model_dir),
             device,
             dtype,
             config.num_blocks,
             config.block_size,
             config.kv_cache_gib,
-        )
+        ).result()
         self.device = device
         self.max_model_len = self.runner.config.max_position_embeddings
         self.scheduler = Scheduler(
@@ -98,7 +100,6 @@ class NativeBackend:
         )
         self.eos_token_ids = eos_token_ids(model_dir, self.tokenizer)
         self._seq_ids = itertools.count()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-native")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -180,7 +181,7 @@ class NativeBackend:
             batch = self.scheduler.schedule()
             try:
                 tokens, logprobs = await loop.run_in_executor(
-                    self._executor, self._step, batch, self._chunks(batch)
+                    DEVICE_THREAD, self._step, batch, self._chunks(batch)
                 )
             except Exception as error:  # a failed step fails everything in flight, not the loop
                 self._fail_everything(error)
@@ -218,7 +219,7 @@ class NativeBackend:
     def _step(
         self, batch: Batch, chunks: list[SeqChunk]
     ) -> tuple[list[list[int]], list[list[dict[int, float] | None]]]:
-        """Runs in the worker thread: block copies, the forward pass, sampling."""
+        """Runs on the device thread: block copies, the forward pass, sampling."""
         for src, dst in batch.copies:
             self.runner.copy_block(src, dst)
         logits = self.runner.run(chunks)
