@@ -80,7 +80,7 @@ class Completion:
 
     text: str
     token_ids: list[int]
-    finish_reason: FinishReason
+    finish_reason: FinishReason | None  # None: a streamed completion that is still growing
     logprobs: list[dict[int, float]] | None = None
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -93,7 +93,9 @@ class Backend(Protocol):
 
     `generate` may be awaited concurrently from many coroutines; the backend batches whatever is
     in flight. Cancelling the awaiting coroutine aborts the request. `tokenizer` is a
-    transformers tokenizer: callers build prompts with its `apply_chat_template`.
+    transformers tokenizer: callers build prompts with its `apply_chat_template`. A backend may
+    also offer `stream(prompt, params)`, an async iterator of growing snapshots of the n
+    completions (see `NativeBackend.stream`); callers check for it with `hasattr`.
     """
 
     tokenizer: Any

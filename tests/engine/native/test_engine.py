@@ -177,3 +177,40 @@ def test_pool_is_sized_from_a_memory_budget(tiny_llama):
     engine = load(tiny_llama, backend="native", device="cpu", kv_cache_gib=0.01, block_size=8)
     per_block = ModelRunner.kv_bytes_per_block(engine.runner.config, 8, engine.runner.dtype)
     assert engine.stats()["blocks_total"] == int(0.01 * 2**30) // per_block
+
+
+def test_stream_grows_to_what_generate_returns(tiny_llama):
+    engine = native(tiny_llama)
+    text = prompts(1)[0]
+    free = generate_all(engine, [text], SamplingParams(temperature=0, max_tokens=30))[0][0]
+    params = SamplingParams(temperature=0, max_tokens=30, n=2, stop=[free.text[10:14]])
+    final = generate_all(engine, [text], params)[0]
+
+    async def collect():
+        return [snapshot async for snapshot in engine.stream(text, params)]
+
+    snapshots = asyncio.run(collect())
+    assert len(snapshots) > 3
+    assert [c.text for c in snapshots[-1]] == [c.text for c in final]
+    assert all(c.finish_reason for c in snapshots[-1])
+    for earlier, later in zip(snapshots, snapshots[1:]):
+        for a, b in zip(earlier, later):
+            # Text only grows, and never shows what the stop string will cut off.
+            assert b.text.startswith(a.text) and final[0].text.startswith(a.text)
+    assert engine.stats()["blocks_in_use"] == 0
+
+
+def test_closing_a_stream_early_aborts_the_request(tiny_llama):
+    engine = native(tiny_llama)
+
+    async def main():
+        stream = engine.stream(prompts(1)[0], SamplingParams(max_tokens=200, n=3))
+        async for snapshot in stream:
+            if len(snapshot[0].token_ids) >= 5:
+                break
+        await stream.aclose()
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    stats = engine.stats()
+    assert stats["blocks_in_use"] == 0 and stats["running"] == stats["waiting"] == 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ class _Request:
     params: SamplingParams
     seqs: list[Sequence]
     future: asyncio.Future
+    progress: asyncio.Event | None = None  # set after each step that grew it, when streamed
 
 
 class NativeBackend:
@@ -118,6 +120,33 @@ class NativeBackend:
         }
 
     async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
+        request = self._submit(prompt, params, streamed=False)
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            self._abort(request)
+            raise
+
+    async def stream(
+        self, prompt: str | list[int], params: SamplingParams
+    ) -> AsyncIterator[list[Completion]]:
+        """The `params.n` completions as they grow: a snapshot after every engine step that
+        added tokens to them (finish_reason None while one still grows, text that could yet be
+        the start of a stop string held back), then the final completions. Closing the iterator
+        early (a client that went away) aborts the request."""
+        request = self._submit(prompt, params, streamed=True)
+        try:
+            while not request.future.done():
+                await request.progress.wait()
+                request.progress.clear()
+                if not request.future.done():
+                    yield [self._completion(seq, final=False) for seq in request.seqs]
+            yield request.future.result()
+        finally:
+            if not request.future.done():
+                self._abort(request)
+
+    def _submit(self, prompt: str | list[int], params: SamplingParams, streamed: bool) -> _Request:
         prompt_ids = encode_prompt(self.tokenizer, prompt)
         self._check_fits(len(prompt_ids), params)
         loop = asyncio.get_running_loop()
@@ -129,15 +158,15 @@ class NativeBackend:
             self._loop, self._wake = loop, asyncio.Event()
             self._worker = loop.create_task(self._serve())  # held: the loop keeps weak refs
         seqs = [self._sequence(prompt_ids, params, i) for i in range(params.n)]
-        request = _Request(prompt_ids, params, seqs, loop.create_future())
+        progress = asyncio.Event() if streamed else None
+        request = _Request(prompt_ids, params, seqs, loop.create_future(), progress)
         self._new.append(request)
         self._wake.set()
-        try:
-            return await request.future
-        except asyncio.CancelledError:
-            self._aborted.append(request)
-            self._wake.set()
-            raise
+        return request
+
+    def _abort(self, request: _Request) -> None:
+        self._aborted.append(request)
+        self._wake.set()
 
     def _check_fits(self, num_prompt_tokens: int, params: SamplingParams) -> None:
         if num_prompt_tokens == 0:
@@ -240,6 +269,9 @@ class NativeBackend:
 
     def _finish(self, batch: Batch, logprobs: list[list[dict[int, float] | None]]) -> None:
         for group, group_logprobs in zip(batch.samples, logprobs):
+            progress = self._active[group[0].seq_id].progress
+            if progress is not None:
+                progress.set()
             for seq, entry in zip(group, group_logprobs):
                 if entry is not None:
                     seq.logprobs.append(entry)
@@ -271,13 +303,15 @@ class NativeBackend:
         if all(s.finish_reason for s in request.seqs):
             self._forget(request)
             if not request.future.done():
-                request.future.set_result([self._completion(s) for s in request.seqs])
+                request.future.set_result([self._completion(s, final=True) for s in request.seqs])
+                if request.progress is not None:
+                    request.progress.set()
 
     def _forget(self, request: _Request) -> None:
         for seq in request.seqs:
             self._active.pop(seq.seq_id, None)
 
-    def _completion(self, seq: Sequence) -> Completion:
+    def _completion(self, seq: Sequence, final: bool) -> Completion:
         text = self.tokenizer.decode(seq.output_ids, skip_special_tokens=True)
         last = seq.token_ids[-1]
         reason = (
@@ -285,11 +319,13 @@ class NativeBackend:
         )
         if seq.params.stop and reason is None:
             text, reason = truncate_at_stop(text, seq.params.stop)
+        if not final and seq.finish_reason is None:
+            text = _settled(text, seq.params.stop)
         return Completion(
             text=text,
-            token_ids=seq.output_ids,
+            token_ids=list(seq.output_ids),
             finish_reason=seq.finish_reason,
-            logprobs=seq.logprobs if seq.params.logprobs is not None else None,
+            logprobs=list(seq.logprobs) if seq.params.logprobs is not None else None,
             prompt_tokens=seq.num_prompt_tokens,
             cached_tokens=seq.num_cached_tokens,
             stop_reason=reason,
@@ -309,3 +345,11 @@ class NativeBackend:
     def check_integrity(self) -> None:
         """Raise AssertionError if the KV bookkeeping is inconsistent (see PrefixCache)."""
         self.scheduler.cache.check_integrity(s.block_table for s in self.scheduler.running)
+
+
+def _settled(text: str, stop: tuple[str, ...]) -> str:
+    """The part of a growing text that can no longer change: without a trailing half-decoded
+    character, and without a tail that might be the start of a stop string."""
+    text = text.rstrip("\ufffd")
+    held = max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+    return text[: len(text) - held]
