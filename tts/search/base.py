@@ -110,11 +110,15 @@ def derive_seed(seed: int | None, *parts: object) -> int | None:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def problem_messages(problem: str, instruction: str = DEFAULT_INSTRUCTION) -> list[dict[str, str]]:
+    """The chat messages that pose a problem: what strategies prompt with and what SFT data
+    trains on, so a model is asked at test time exactly as it was taught."""
+    return [{"role": "user", "content": f"{problem}\n{instruction}" if instruction else problem}]
+
+
 def build_prompt(tokenizer: Any, problem: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
     """The prompt for a problem: the model's chat template if it has one, else plain text."""
-    content = f"{problem}\n{instruction}" if instruction else problem
+    messages = problem_messages(problem, instruction)
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
-        )
-    return f"Question: {content}\nAnswer:"
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return f"Question: {messages[0]['content']}\nAnswer:"
