@@ -7,10 +7,20 @@ is the one a real Llama, Qwen2 or Qwen3 model takes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import (
     AutoModelForCausalLM,
     LlamaConfig,
@@ -18,6 +28,7 @@ from transformers import (
     Qwen2Config,
     Qwen3Config,
 )
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 # ChatML, as Qwen models use it. Llama-family tokenizers start with a BOS token, and so does
 # their template: the engine must then not add a second one.
@@ -43,13 +54,25 @@ CONFIG_CLASSES = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Conf
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 
 
-def build_tokenizer(vocab_size: int = 512, bos: bool = True) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on a few lines of math text.
+def build_tokenizer(
+    vocab_size: int = 512, bos: bool = True, corpus: Iterable[str] | None = None
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with a ChatML template, trained on `corpus` (by default a few
+    lines of math text).
 
     bos: whether encoding adds a BOS token (Llama style) or not (Qwen style).
     """
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's own normaliser and pre-tokeniser: transformers rebuilds exactly these when it loads
+    # a Qwen2 folder, so the tokenizer trained here is the one every loader gets back. Digits
+    # are split one by one, which is also what arithmetic wants.
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -57,7 +80,7 @@ def build_tokenizer(vocab_size: int = 512, bos: bool = True) -> PreTrainedTokeni
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(CORPUS * 4 if corpus is None else corpus, trainer=trainer)
     bos_token = "<|endoftext|>" if bos else None
     if bos:
         bos_id = tokenizer.token_to_id(bos_token)

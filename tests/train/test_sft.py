@@ -1,0 +1,127 @@
+"""The SFT loop end to end on a tiny new model: learning, checkpoints, kill and resume."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from tts.engine import SamplingParams, load
+from tts.errors import TTSError
+from tts.train.sft import SFTConfig, encode_conversation, load_config, lr_at, train_sft
+
+TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
+TINY |= {"intermediate_size": 128, "vocab_size": 400}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sft") / "data.jsonl"
+    lines = []
+    for a in range(1, 21):
+        for b in range(1, 6):
+            answer = f"{a} + {b} = {a + b}\n\nThe answer is \\boxed{{{a + b}}}."
+            messages = [{"role": "user", "content": f"What is {a} + {b}?"}]
+            lines.append(
+                json.dumps({"messages": messages + [{"role": "assistant", "content": answer}]})
+            )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def recipe(tmp_path: Path, data: Path, **overrides) -> Path:
+    values = {"data": str(data), "out": str(tmp_path / "out"), "init": TINY, "max_steps": 12}
+    values |= {"batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "save_every": 3, "log_every": 1}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values | overrides))
+    return path
+
+
+def test_loss_falls_and_the_result_is_a_model_folder_the_engine_runs(tmp_path, data):
+    final = train_sft(load_config(recipe(tmp_path, data, max_steps=40)))
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 41))
+    assert log[-1]["loss"] < log[0]["loss"] * 0.6
+    engine = load(final, backend="native", device="cpu", num_blocks=64)
+    prompt = engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 3 + 4?"}], add_generation_prompt=True, tokenize=False
+    )
+    (completion,) = asyncio.run(
+        engine.generate(prompt, SamplingParams(temperature=0, max_tokens=8))
+    )
+    assert completion.token_ids
+
+
+def test_loss_is_on_the_answer_only(tmp_path, data):
+    config = load_config(recipe(tmp_path, data))
+    from tts.train.sft import build_model, read_conversations
+
+    conversations = read_conversations(config.data)
+    _, tokenizer = build_model(config, conversations)
+    ids, labels = encode_conversation(tokenizer, conversations[0], 512)
+    answer = tokenizer.decode([i for i, label in zip(ids, labels) if label != -100])
+    assert answer.startswith("1 + 1 = 2") and answer.endswith("<|im_end|>\n")
+    assert "What is" not in answer
+
+
+def test_learning_rate_warms_up_then_decays():
+    config = SFTConfig(
+        data="x", out="y", model="z", lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110
+    )
+    assert lr_at(0, config) == pytest.approx(0.1) and lr_at(9, config) == pytest.approx(1.0)
+    assert lr_at(60, config) == pytest.approx(0.55) and lr_at(110, config) == pytest.approx(0.1)
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path, data):
+    whole = recipe(tmp_path / "a", data) if (tmp_path / "a").mkdir() is None else None
+    train_sft(load_config(whole))
+    killed_recipe = recipe(tmp_path / "b", data) if (tmp_path / "b").mkdir() is None else None
+    code = (
+        "from tts.train.sft import load_config, train_sft; import sys; "
+        "train_sft(load_config(sys.argv[1]))"
+    )
+    victim = subprocess.Popen(
+        [sys.executable, "-c", code, str(killed_recipe)],
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = tmp_path / "b" / "out" / "checkpoint" / "trainer_state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    stopped_at = torch.load(state, weights_only=True)["step"]
+    assert 3 <= stopped_at < 12
+    train_sft(load_config(killed_recipe))
+    a = load_file(tmp_path / "a" / "out" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "out" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b/out/log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 13))  # no step logged twice
+
+
+def test_bad_input_is_named(tmp_path, data):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    with pytest.raises(TTSError, match="line 1: expected messages"):
+        train_sft(load_config(recipe(tmp_path, bad)))
+    no_tokenizer = tmp_path / "bare"
+    no_tokenizer.mkdir()
+    with pytest.raises(TTSError, match="has no tokenizer"):
+        train_sft(load_config(recipe(tmp_path, data, init=None, model=str(no_tokenizer))))
+    with pytest.raises(TTSError, match="exactly one of model"):
+        load_config(recipe(tmp_path, data, model=str(no_tokenizer)))

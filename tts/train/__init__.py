@@ -1,0 +1,2 @@
+"""Training loops: SFT now; PRM and GRPO follow. Each is one top-to-bottom function over a
+pydantic config, resumable from its last checkpoint."""
