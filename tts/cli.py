@@ -83,6 +83,25 @@ def add_model(commands: argparse._SubParsersAction) -> None:
     tiny.add_argument("--seed", type=int, default=0)
 
 
+def add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="an OpenAI-compatible server where a request can ask for more thinking",
+        description="Serve a model over the OpenAI API (/v1/chat/completions, /v1/completions, "
+        "/v1/models, /health, /metrics). Flags override --config.",
+    )
+    serve.add_argument("--config", type=Path, help="YAML server config (see configs/server.yaml)")
+    serve.add_argument("--model", help="Hugging Face model folder")
+    serve.add_argument("--prm", help="process reward model folder, for guided search")
+    serve.add_argument("--backend", help="native (default) or hf")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, help="TCP port (default 8000)")
+    serve.add_argument("--api-key", help="require `Authorization: Bearer KEY`")
+    serve.add_argument("--max-concurrency", type=int, help="requests served at once")
+    serve.add_argument("--device", help="torch device (default: cuda if present, else cpu)")
+    serve.add_argument("--dtype", help="float32, bfloat16 or float16")
+
+
 def run(args: argparse.Namespace) -> None:
     if args.command == "bench":
         from tts.bench import BenchConfig, format_table, run_bench
@@ -97,6 +116,14 @@ def run(args: argparse.Namespace) -> None:
         print(f"results: {config.out / 'results.jsonl'}  summary: {config.out / 'summary.json'}")
         if config.plot:
             print(f"figure: {config.out / 'accuracy.png'}")
+    elif args.command == "serve":
+        # FastAPI and uvicorn are the server extra's: import them only when serving.
+        from tts.servers.config import load_config
+        from tts.servers.serve import serve
+
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+        config = load_config(args.config, **options)
+        serve(config)
     elif args.command == "model":
         from tts.engine.tiny import build_tiny_model
 
@@ -109,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     add_bench(commands)
     add_model(commands)
+    add_serve(commands)
     args = parser.parse_args(argv)
     try:
         run(args)
