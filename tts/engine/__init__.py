@@ -18,11 +18,22 @@ __all__ = ["Backend", "Completion", "SamplingParams", "load", "resolve_model", "
 BACKENDS = {
     "native": "tts.engine.native.engine:NativeBackend",
     "hf": "tts.engine.hf:HFBackend",
+    "remote": "tts.engine.remote:RemoteBackend",
 }
 
 
+# The small reasoning model that ships inside the package (trained by `tts train sft` on the
+# synthetic tasks; its card is README.md in that folder).
+BUILTIN = Path(__file__).resolve().parent.parent / "builtin"
+
+
 def resolve_model(model: str | Path) -> Path:
-    """The Hugging Face folder a model name stands for, or a one-line error saying what's wrong."""
+    """The Hugging Face folder a model name stands for ("builtin": the shipped model), or a
+    one-line error saying what's wrong."""
+    if str(model) == "builtin":
+        if not (BUILTIN / "config.json").is_file():
+            raise TTSError(f"the built-in model is missing from this installation ({BUILTIN})")
+        return BUILTIN
     path = Path(model).expanduser()
     if not path.is_dir():
         raise TTSError(f"model folder not found: {model}")
@@ -38,7 +49,7 @@ def load(
     dtype: str | torch.dtype | None = None,
     **opts,
 ) -> Backend:
-    """Load `model` (a Hugging Face folder) into the named backend.
+    """Load `model` (a Hugging Face folder; for `remote`, the server's URL) into the named backend.
 
     device: defaults to CUDA when there is one, else CPU.
     dtype: "float32", "bfloat16" or "float16"; defaults to float32 on CPU and bfloat16 elsewhere.
@@ -46,9 +57,11 @@ def load(
     """
     if backend not in BACKENDS:
         raise TTSError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    module_name, class_name = BACKENDS[backend].split(":")
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    if backend == "remote":  # model is a URL: the server owns the weights, device and dtype
+        return backend_class(str(model), **opts)
     path = resolve_model(model)
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
-    module_name, class_name = BACKENDS[backend].split(":")
-    backend_class = getattr(importlib.import_module(module_name), class_name)
     return backend_class(path, device=device, dtype=dtype, **opts)

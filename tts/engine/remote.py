@@ -1,0 +1,258 @@
+"""The `remote` backend: `generate` sent to any OpenAI-compatible `/v1/completions` endpoint.
+
+vLLM, SGLang, llama.cpp's server and `tts serve` all speak it, so a search strategy can run in
+one process against a model served in another. One request carries the whole `generate` call
+(`n` completions of one prompt, text or token ids); the server batches whatever is in flight.
+
+Token counts: the completions API returns text, not token ids. Each completion's `token_ids` is,
+best source first: the ids the server reported in its logprobs (vLLM's
+`return_tokens_as_token_ids`, asked for whenever logprobs are); the text re-tokenized with the
+local tokenizer, when one was given (it lacks the EOS token and the stop string's tokens, so it
+may be a token or two short of what the server generated); else zeros, as many as the server
+says it generated (its per-choice `tts.completion_tokens`, else `usage.completion_tokens` shared
+evenly among the choices), so that only the length means anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from transformers import AutoTokenizer
+
+from tts.engine.backend import Completion, FinishReason, SamplingParams
+from tts.errors import TTSError
+
+MAX_BACKOFF_S = 30.0  # the longest wait between two attempts, Retry-After included
+
+
+class PlainPrompts:
+    """The tokenizer of a remote backend given none: no chat template, so strategies fall back
+    to plain prompts (`tts.search.base.build_prompt`); it encodes nothing."""
+
+    chat_template = None
+
+
+class RemoteBackend:
+    """Generate with an OpenAI-compatible server over HTTP.
+
+    url: the server, with or without the trailing `/v1` (`http://127.0.0.1:8000`).
+    tokenizer: a local Hugging Face folder holding the served model's tokenizer, whose chat
+        template strategies use to build prompts; None: `PlainPrompts`.
+    api_key: sent as `Authorization: Bearer`.
+    model_name: the `model` field of each request; None: the first id of `GET /v1/models`.
+    max_connections: most HTTP connections open at once; more requests wait for one.
+    retries: further attempts after a connection error, a 429 or a 5xx answer; before attempt
+        k+1 it waits the server's Retry-After, else between half and all of `backoff * 2**k` s.
+    timeout: seconds one attempt may take (connecting: at most 10).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        tokenizer: str | Path | None = None,
+        api_key: str | None = None,
+        model_name: str | None = None,
+        max_connections: int = 64,
+        retries: int = 4,
+        timeout: float = 600.0,
+        backoff: float = 0.5,
+    ) -> None:
+        url = url.rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise TTSError(f"remote backend needs an http:// or https:// URL, got {url!r}")
+        self.url = url.removesuffix("/v1")
+        self.tokenizer = _load_tokenizer(tokenizer) if tokenizer is not None else PlainPrompts()
+        self.api_key, self.model_name = api_key, model_name
+        self.max_connections, self.retries = max_connections, retries
+        self.timeout, self.backoff = timeout, backoff
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: httpx.AsyncClient | None = None
+
+    async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
+        """One POST /v1/completions. Cancelling it closes the connection, which the server
+        takes as a disconnect (and aborts the request)."""
+        body = {"model": self.model_name or await self._default_model(), "prompt": prompt}
+        body |= _sampling_fields(params)
+        data = await self._request("POST", "/v1/completions", body)
+        try:
+            choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+            return [self._completion(c, data.get("usage") or {}, len(choices)) for c in choices]
+        except (KeyError, TypeError, AttributeError) as error:
+            raise TTSError(f"{self.url}: not an OpenAI completions answer ({error!r})") from None
+
+    async def aclose(self) -> None:
+        """Close the pooled connections of the current event loop's client."""
+        if self._http is not None and self._loop is asyncio.get_running_loop():
+            await self._http.aclose()
+        self._loop = self._http = None
+
+    async def _default_model(self) -> str:
+        data = await self._request("GET", "/v1/models")
+        try:
+            self.model_name = data["data"][0]["id"]
+        except (KeyError, IndexError, TypeError):
+            raise TTSError(f"{self.url}/v1/models lists no model; pass model_name") from None
+        return self.model_name
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # Pooled connections belong to the event loop that opened them, and each
+            # asyncio.run makes a new one; the old loop's client goes with its loop.
+            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            limits = httpx.Limits(
+                max_connections=self.max_connections,
+                max_keepalive_connections=self.max_connections,
+            )
+            self._http = httpx.AsyncClient(
+                base_url=self.url,
+                headers=headers,
+                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+                limits=limits,
+            )
+            self._loop = loop
+        return self._http
+
+    async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        """The JSON answer, after retrying what may pass (connection errors, 429, 5xx); any
+        other 4xx is the request's fault and raises at once with the server's message."""
+        client, problem = self._client(), ""
+        for attempt in range(self.retries + 1):
+            wait = None
+            try:
+                response = await client.request(method, path, json=body)
+            except httpx.TransportError as error:
+                problem = f"{type(error).__name__} {error}".strip()
+            else:
+                if response.is_success:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise TTSError(f"{self.url}{path}: answered with non-JSON") from None
+                problem = f"HTTP {response.status_code}: {_error_message(response)}"
+                if response.status_code != 429 and response.status_code < 500:
+                    raise TTSError(f"{self.url}{path}: {problem}")
+                wait = _retry_after(response)
+            if attempt < self.retries:
+                if wait is None:  # jitter, so that concurrent callers spread their retries
+                    wait = self.backoff * 2**attempt * random.uniform(0.5, 1.0)
+                await asyncio.sleep(min(wait, MAX_BACKOFF_S))
+        raise TTSError(f"{self.url}{path}: {problem} (gave up after {self.retries + 1} attempts)")
+
+    def _completion(self, choice: dict, usage: dict, num_choices: int) -> Completion:
+        extra = choice.get("tts") or {}  # per-choice counts, from `tts serve`
+        text = choice.get("text") or ""
+        logprobs = _logprobs(choice.get("logprobs"))
+        if logprobs is not None and all(len(entry) for entry in logprobs):
+            token_ids = [next(iter(entry)) for entry in logprobs]  # the sampled token is first
+        elif not isinstance(self.tokenizer, PlainPrompts):
+            token_ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        else:
+            count = extra.get("completion_tokens")
+            if count is None:
+                total = usage.get("completion_tokens") or 0
+                count = total // num_choices + (choice.get("index", 0) < total % num_choices)
+            token_ids = [0] * count
+        details = usage.get("prompt_tokens_details") or {}
+        cached = extra.get("cached_tokens", details.get("cached_tokens") or 0)
+        return Completion(
+            text=text,
+            token_ids=token_ids,
+            finish_reason=_finish_reason(choice.get("finish_reason")),
+            logprobs=logprobs,
+            prompt_tokens=usage.get("prompt_tokens") or 0,
+            cached_tokens=cached,
+            stop_reason=extra.get("stop_reason", choice.get("stop_reason")),
+        )
+
+
+def _load_tokenizer(folder: str | Path) -> Any:
+    if not Path(folder).expanduser().is_dir():
+        raise TTSError(f"tokenizer folder not found: {folder}")
+    try:
+        return AutoTokenizer.from_pretrained(Path(folder).expanduser())
+    except (OSError, ValueError) as error:
+        raise TTSError(f"cannot load a tokenizer from {folder}: {error}") from None
+
+
+def _sampling_fields(params: SamplingParams) -> dict[str, Any]:
+    """The request fields for `params`: OpenAI's, then vLLM's extensions only when they are
+    set, so servers that know only OpenAI's fields get nothing they might refuse."""
+    fields: dict[str, Any] = {
+        "n": params.n,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_tokens,
+    }
+    if params.stop:
+        fields["stop"] = list(params.stop)
+    if params.seed is not None:
+        fields["seed"] = params.seed
+    if params.logprobs is not None:
+        fields["logprobs"] = params.logprobs
+        fields["return_tokens_as_token_ids"] = True
+    if params.top_k != -1:
+        fields["top_k"] = params.top_k
+    if params.min_p > 0:
+        fields["min_p"] = params.min_p
+    if params.stop_token_ids:
+        fields["stop_token_ids"] = list(params.stop_token_ids)
+    return fields
+
+
+def _finish_reason(reason: str | None) -> FinishReason:
+    # OpenAI also has "content_filter" and llama.cpp "eos": both mean the model stopped.
+    return reason if reason in ("length", "abort") else "stop"
+
+
+def _logprobs(data: dict | None) -> list[dict[int, float]] | None:
+    """OpenAI completions logprobs as one {token id: logprob} per token, the sampled token
+    first; None when absent or when the server named tokens by text rather than by id."""
+    if not data or data.get("tokens") is None:
+        return None
+    result = []
+    tops = data.get("top_logprobs") or [None] * len(data["tokens"])
+    for token, logprob, top in zip(data["tokens"], data["token_logprobs"], tops):
+        entry = {_token_id(token): logprob}
+        entry |= {_token_id(t): lp for t, lp in (top or {}).items()}
+        if None in entry:
+            return None
+        result.append(entry)
+    return result
+
+
+def _token_id(token: str) -> int | None:
+    """N from vLLM's "token_id:N"."""
+    prefix, _, number = token.partition("token_id:")
+    return int(number) if not prefix and number.isdigit() else None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds a Retry-After header asks for (a number or an HTTP date), if any."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The server's own words: OpenAI's error object, FastAPI's detail, or the body, one line."""
+    try:
+        data = response.json()
+        message = data.get("error", {}).get("message") or data.get("detail") or data
+    except (ValueError, AttributeError):
+        message = response.text or response.reason_phrase
+    return " ".join(str(message).split())[:300]
