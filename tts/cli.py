@@ -102,6 +102,21 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--dtype", help="float32, bfloat16 or float16")
 
 
+def add_train(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="training loops")
+    loops = train.add_subparsers(dest="loop", required=True)
+    sft = loops.add_parser(
+        "sft",
+        help="supervised fine-tuning on chat data (the SFT format)",
+        description="Train with a YAML recipe (see configs/recipes/). Running the same command "
+        "again resumes from OUT/checkpoint.",
+    )
+    sft.add_argument("--recipe", type=Path, required=True, help="YAML SFT config")
+    sft.add_argument("--out", type=Path, help="override the recipe's output folder")
+    sft.add_argument("--max-steps", type=int, help="override the recipe's max_steps")
+    sft.add_argument("--device", help="torch device (default: cuda if present, else cpu)")
+
+
 def run(args: argparse.Namespace) -> None:
     if args.command == "bench":
         from tts.bench import BenchConfig, format_table, run_bench
@@ -124,6 +139,13 @@ def run(args: argparse.Namespace) -> None:
         options = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
         config = load_config(args.config, **options)
         serve(config)
+    elif args.command == "train":
+        from tts.train.sft import load_config, train_sft
+
+        config = load_config(
+            args.recipe, out=args.out, max_steps=args.max_steps, device=args.device
+        )
+        print(train_sft(config))
     elif args.command == "model":
         from tts.engine.tiny import build_tiny_model
 
@@ -137,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     add_bench(commands)
     add_model(commands)
     add_serve(commands)
+    add_train(commands)
     args = parser.parse_args(argv)
     try:
         run(args)

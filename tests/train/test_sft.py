@@ -125,3 +125,11 @@ def test_bad_input_is_named(tmp_path, data):
         train_sft(load_config(recipe(tmp_path, data, init=None, model=str(no_tokenizer))))
     with pytest.raises(TTSError, match="exactly one of model"):
         load_config(recipe(tmp_path, data, model=str(no_tokenizer)))
+
+
+def test_the_command_trains_and_reports_the_final_folder(tmp_path, data, capsys):
+    from tts.cli import main
+
+    main(["train", "sft", "--recipe", str(recipe(tmp_path, data)), "--max-steps", "2"])
+    final = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert final == tmp_path / "out" / "final" and (final / "model.safetensors").exists()
