@@ -69,30 +69,83 @@ def paged_attention(
 
     A sequence's new tokens are the last query_len of its context_len, so the query at row j
     sits at absolute position context_len - query_len + j and sees keys 0 through that position.
+    Decoding sequences (one new token each, most of a search's steps) attend in one batched
+    call over their padded contexts; prefill chunks attend one sequence at a time.
     """
-    block_size = k_cache.shape[1]
     out = torch.empty_like(q)
-    start = 0
+    starts = [0]
+    for q_len in meta.query_lens[:-1]:
+        starts.append(starts[-1] + q_len)
+    decoding = [i for i, q_len in enumerate(meta.query_lens) if q_len == 1]
+    if decoding:
+        rows = torch.tensor([starts[i] for i in decoding], device=q.device)
+        out[rows] = _decode_attention(q[rows], k_cache, v_cache, meta, decoding, scale)
     for i, (q_len, ctx_len) in enumerate(zip(meta.query_lens, meta.context_lens)):
-        blocks = meta.block_tables[i, : -(-ctx_len // block_size)]
-        k = k_cache[blocks].flatten(0, 1)[:ctx_len].transpose(0, 1)
-        v = v_cache[blocks].flatten(0, 1)[:ctx_len].transpose(0, 1)
-        mask = None
-        if 1 < q_len < ctx_len:
-            q_pos = torch.arange(ctx_len - q_len, ctx_len, device=q.device)
-            mask = torch.arange(ctx_len, device=q.device)[None, :] <= q_pos[:, None]
-        o = F.scaled_dot_product_attention(
-            q[start : start + q_len].transpose(0, 1),
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=q_len == ctx_len and q_len > 1,
-            scale=scale,
-            enable_gqa=True,
-        )
-        out[start : start + q_len] = o.transpose(0, 1)
-        start += q_len
+        if q_len > 1:
+            start = starts[i]
+            out[start : start + q_len] = _prefill_attention(
+                q[start : start + q_len], k_cache, v_cache, meta.block_tables[i], ctx_len, scale
+            )
     return out
+
+
+def _gather(cache: torch.Tensor, blocks: torch.Tensor, length: int) -> torch.Tensor:
+    """One or more sequences' cached keys or values: blocks [..., n] -> [..., Hkv, length, D]."""
+    gathered = cache[blocks]  # [..., n, block_size, Hkv, D]
+    return gathered.flatten(-4, -3)[..., :length, :, :].transpose(-3, -2)
+
+
+def _decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    seqs: list[int],
+    scale: float,
+) -> torch.Tensor:
+    """q [S, Hq, D], one query per sequence at its last position: attends to all its keys."""
+    block_size = k_cache.shape[1]
+    lengths = [meta.context_lens[i] for i in seqs]
+    longest = max(lengths)
+    index = torch.tensor(seqs, device=q.device)
+    blocks = meta.block_tables[index, : -(-longest // block_size)]
+    k, v = _gather(k_cache, blocks, longest), _gather(v_cache, blocks, longest)
+    # Padding past a sequence's own context (other blocks, or block 0) is masked out.
+    visible = (
+        torch.arange(longest, device=q.device) < torch.tensor(lengths, device=q.device)[:, None]
+    )
+    o = F.scaled_dot_product_attention(
+        q.unsqueeze(2), k, v, attn_mask=visible[:, None, None, :], scale=scale, enable_gqa=True
+    )
+    return o.squeeze(2)
+
+
+def _prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    ctx_len: int,
+    scale: float,
+) -> torch.Tensor:
+    """q [q_len, Hq, D], the last q_len positions of a context of ctx_len keys, causally."""
+    q_len = q.shape[0]
+    blocks = block_table[: -(-ctx_len // k_cache.shape[1])]
+    k, v = _gather(k_cache, blocks, ctx_len), _gather(v_cache, blocks, ctx_len)
+    mask = None
+    if q_len < ctx_len:
+        q_pos = torch.arange(ctx_len - q_len, ctx_len, device=q.device)
+        mask = torch.arange(ctx_len, device=q.device)[None, :] <= q_pos[:, None]
+    o = F.scaled_dot_product_attention(
+        q.transpose(0, 1),
+        k,
+        v,
+        attn_mask=mask,
+        is_causal=q_len == ctx_len,
+        scale=scale,
+        enable_gqa=True,
+    )
+    return o.transpose(0, 1)
 
 
 class RMSNorm(nn.Module):
