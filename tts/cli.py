@@ -42,7 +42,9 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
         description="Run a strategy over a dataset at each budget n and print an accuracy table. "
         "Re-running with the same --out resumes where the last run stopped.",
     )
-    bench.add_argument("--model", required=True, help="Hugging Face model folder")
+    bench.add_argument(
+        "--model", default="builtin", help="Hugging Face model folder (default: builtin)"
+    )
     bench.add_argument(
         "--backend", default="native", help="native (default), or hf: transformers, the reference"
     )
@@ -91,7 +93,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
         "/v1/models, /health, /metrics). Flags override --config.",
     )
     serve.add_argument("--config", type=Path, help="YAML server config (see configs/server.yaml)")
-    serve.add_argument("--model", help="Hugging Face model folder")
+    serve.add_argument("--model", help="Hugging Face model folder (default: builtin)")
     serve.add_argument("--prm", help="process reward model folder, for guided search")
     serve.add_argument("--backend", help="native (default) or hf")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")

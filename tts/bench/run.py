@@ -35,7 +35,7 @@ class BenchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="Hugging Face model folder")
+    model: str = Field("builtin", description="Hugging Face model folder, or builtin")
     backend: str = Field("native", description="generation backend")
     dataset: str = Field("math500", description="dataset name, .jsonl path or hf:OWNER/NAME")
     strategy: str = Field("majority", description="search strategy")

@@ -37,7 +37,7 @@ class ServerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description="Hugging Face model folder to serve")
+    model: str = Field("builtin", description="Hugging Face model folder to serve, or builtin")
     prm: str | None = Field(None, description="process reward model folder for guided search")
     backend: str = Field("native", description="generation backend: native or hf")
     device: str | None = Field(None, description="torch device; default cuda if present, else cpu")
