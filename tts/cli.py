@@ -104,6 +104,23 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--dtype", help="float32, bfloat16 or float16")
 
 
+def add_data(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="make training data")
+    kinds = data.add_subparsers(dest="kind", required=True)
+    synth = kinds.add_parser(
+        "synth",
+        help="synthetic verifiable problems with worked solutions, in the SFT format",
+        description="Append problems 0..N-1 to --out; re-running continues where it stopped.",
+    )
+    synth.add_argument("--task", default="arith", help="synthetic task (arith)")
+    synth.add_argument("--difficulty", type=int, default=2, help="1 (easiest) to 5")
+    synth.add_argument("--n", type=int, default=1000, help="problems")
+    synth.add_argument("--style", choices=["short", "long"], default="short", help="trace style")
+    synth.add_argument("--error-rate", type=float, default=0.3, help="long style: slips per step")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", type=Path, required=True, help="SFT JSON Lines file")
+
+
 def add_train(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="training loops")
     loops = train.add_subparsers(dest="loop", required=True)
@@ -141,6 +158,13 @@ def run(args: argparse.Namespace) -> None:
         options = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
         config = load_config(args.config, **options)
         serve(config)
+    elif args.command == "data":
+        from tts.data.synthetic import write_sft
+
+        written = write_sft(
+            args.out, args.task, args.difficulty, args.n, args.style, args.seed, args.error_rate
+        )
+        print(f"{written} new problems in {args.out}")
     elif args.command == "train":
         from tts.train.sft import load_config, train_sft
 
@@ -162,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     add_model(commands)
     add_serve(commands)
     add_train(commands)
+    add_data(commands)
     args = parser.parse_args(argv)
     try:
         run(args)

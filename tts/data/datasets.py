@@ -5,7 +5,8 @@
   package so a fresh install benchmarks offline, or any `NAME.jsonl` in `$TTS_DATA_DIR`
   (default: `../shared/data` beside the project checkout);
 - a path to a JSON Lines file with a `problem` (or `question`) and an `answer` per line;
-- `hf:OWNER/NAME[:SPLIT]`, a Hugging Face dataset (needs network and `pip install tts[hub]`).
+- `hf:OWNER/NAME[:SPLIT]`, a Hugging Face dataset (needs network and `pip install tts[hub]`);
+- `synth:TASK:DIFFICULTY[:SIZE]`, a fixed eval set of a synthetic task (`tts.data.synthetic`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def load_dataset(spec: str, limit: int | None = None) -> list[Problem]:
         raise TTSError(f"limit must be >= 1, got {limit}")
     if spec.startswith("hf:"):
         problems = _load_hub(spec[3:])
+    elif spec.startswith("synth:"):
+        problems = _load_synthetic(spec)
     else:
         problems = [
             problem_from_row(row, f"{name}-{number}", f"{path}, line {number}")
@@ -83,7 +86,7 @@ def _resolve(spec: str) -> tuple[str, Path]:
         raise TTSError(f"dataset file not found: {spec}")
     raise TTSError(
         f"unknown dataset {spec!r}; known: {', '.join(known_datasets())}, "
-        "a .jsonl path, or hf:OWNER/NAME[:SPLIT]"
+        "a .jsonl path, synth:TASK:DIFFICULTY[:SIZE] or hf:OWNER/NAME[:SPLIT]"
     )
 
 
@@ -102,6 +105,17 @@ def problem_from_row(row: dict[str, Any], default_id: str, where: str) -> Proble
     used = {*PROBLEM_FIELDS, *ANSWER_FIELDS, "id"}
     metadata = {k: v for k, v in row.items() if k not in used}
     return Problem(str(row.get("id", default_id)), text, answer, metadata)
+
+
+def _load_synthetic(spec: str) -> list[Problem]:
+    from tts.data.synthetic import eval_set  # imports this module: loaded on demand
+
+    parts = spec.split(":")[1:]
+    try:
+        task, difficulty, *size = parts
+        return eval_set(task, int(difficulty), *(int(n) for n in size[:1]))
+    except ValueError:
+        raise TTSError(f"expected synth:TASK:DIFFICULTY[:SIZE], got {spec!r}") from None
 
 
 def _load_hub(spec: str) -> list[Problem]:
