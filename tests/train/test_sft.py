@@ -133,3 +133,13 @@ def test_the_command_trains_and_reports_the_final_folder(tmp_path, data, capsys)
     main(["train", "sft", "--recipe", str(recipe(tmp_path, data)), "--max-steps", "2"])
     final = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert final == tmp_path / "out" / "final" and (final / "model.safetensors").exists()
+
+
+def test_a_recipe_can_make_its_own_synthetic_data(tmp_path):
+    data = tmp_path / "made.jsonl"
+    synth = [
+        {"task": "arith", "difficulty": 1, "n": 30},
+        {"task": "arith", "difficulty": 2, "n": 20},
+    ]
+    final = train_sft(load_config(recipe(tmp_path, data, synth=synth, max_steps=2)))
+    assert len(data.read_text().splitlines()) == 50 and (final / "config.json").exists()

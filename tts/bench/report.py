@@ -8,8 +8,8 @@ from typing import Any
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per strategy and n: problems, accuracy, pass@n, maj@n, mean generated tokens and seconds
-    per problem."""
+    """Per strategy and n: problems, accuracy, mean@n (per-sample accuracy), pass@n, maj@n, mean
+    generated tokens, cached share of prompt tokens and seconds per problem."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         groups[record["strategy"], record["n"]].append(record)
@@ -23,6 +23,8 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "problems": count,
                 "accuracy": sum(r["correct"] for r in group) / count,
                 "pass@n": sum(r["pass"] for r in group) / count,
+                # The per-sample accuracy: what one sample gets right on average (pass@1).
+                "mean@n": sum(_sample_accuracy(r) for r in group) / count,
                 "maj@n": sum(r["majority_correct"] for r in group) / count,
                 "tokens": sum(r["usage"]["completion_tokens"] for r in group) / count,
                 "cached_share": _cached_share(group),
@@ -30,6 +32,11 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _sample_accuracy(record: dict[str, Any]) -> float:
+    candidates = record["candidates"]
+    return sum(c["correct"] for c in candidates) / len(candidates) if candidates else 0.0
 
 
 def _cached_share(group: list[dict[str, Any]]) -> float:
@@ -40,14 +47,14 @@ def _cached_share(group: list[dict[str, Any]]) -> float:
 def format_table(rows: list[dict[str, Any]]) -> str:
     width = max([len("strategy")] + [len(r["strategy"]) for r in rows])
     header = (
-        f"{'strategy':<{width}} {'n':>5} {'problems':>9} {'accuracy':>9} {'pass@n':>7} "
-        f"{'maj@n':>7} {'tokens':>9} {'cached':>7} {'s/problem':>10}"
+        f"{'strategy':<{width}} {'n':>5} {'problems':>9} {'accuracy':>9} {'mean@n':>7} "
+        f"{'pass@n':>7} {'maj@n':>7} {'tokens':>9} {'cached':>7} {'s/problem':>10}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
             f"{r['strategy']:<{width}} {r['n']:>5} {r['problems']:>9} {r['accuracy']:>9.3f} "
-            f"{r['pass@n']:>7.3f} {r['maj@n']:>7.3f} {r['tokens']:>9.1f} "
+            f"{r['mean@n']:>7.3f} {r['pass@n']:>7.3f} {r['maj@n']:>7.3f} {r['tokens']:>9.1f} "
             f"{r['cached_share']:>7.1%} {r['seconds']:>10.2f}"
         )
     return "\n".join(lines)

@@ -50,12 +50,26 @@ class ModelInit(BaseModel):
     vocab_size: int = Field(512, ge=300, description="BPE vocabulary trained on the data")
 
 
+class SynthData(BaseModel):
+    """Synthetic training problems to write into `data` before training (`tts data synth`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field("arith", description="synthetic task")
+    difficulty: int = Field(2, description="difficulty level")
+    n: int = Field(1000, ge=1, description="problems")
+    style: Literal["short", "long"] = Field("short", description="trace style")
+    error_rate: float = Field(0.3, ge=0, le=1, description="long style: slips per step")
+    seed: int = Field(0, description="problem seed")
+
+
 class SFTConfig(BaseModel):
     """One SFT run. Units: steps are optimizer steps; batch_size counts sequences."""
 
     model_config = ConfigDict(extra="forbid")
 
     data: Path = Field(description="SFT JSON Lines file")
+    synth: list[SynthData] = Field([], description="synthetic problems appended to data first")
     out: Path = Field(description="output folder: checkpoint/, final/, log.jsonl")
     model: Path | None = Field(None, description="Hugging Face folder to fine-tune")
     init: ModelInit | None = Field(None, description="or: a new model from these sizes")
@@ -218,6 +232,12 @@ def train_sft(config: SFTConfig) -> Path:
     """Train (or resume); return the final model folder."""
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    if config.synth:
+        from tts.data.synthetic import write_sft
+
+        config.data.parent.mkdir(parents=True, exist_ok=True)
+        for spec in config.synth:
+            write_sft(config.data, **spec.model_dump())
     conversations = read_conversations(config.data)
     checkpoint = config.out / "checkpoint"
     resumed = (checkpoint / "trainer_state.pt").exists()
