@@ -112,11 +112,11 @@ def add_data(commands: argparse._SubParsersAction) -> None:
         help="synthetic verifiable problems with worked solutions, in the SFT format",
         description="Append problems 0..N-1 to --out; re-running continues where it stopped.",
     )
-    synth.add_argument("--task", default="arith", help="synthetic task (arith)")
+    synth.add_argument("--task", default="arith", help="synthetic task: arith or countdown")
     synth.add_argument("--difficulty", type=int, default=2, help="1 (easiest) to 5")
     synth.add_argument("--n", type=int, default=1000, help="problems")
     synth.add_argument("--style", choices=["short", "long"], default="short", help="trace style")
-    synth.add_argument("--error-rate", type=float, default=0.3, help="long style: slips per step")
+    synth.add_argument("--error-rate", type=float, default=0.3, help="long style: errors per step")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", type=Path, required=True, help="SFT JSON Lines file")
 

@@ -9,74 +9,151 @@ import pytest
 
 from tts.cli import main
 from tts.data.datasets import load_dataset
-from tts.data.synthetic import arith, eval_set, make_problem, trace
+from tts.data.synthetic import (
+    TASKS,
+    arith,
+    check_step,
+    countdown,
+    eval_set,
+    make_problem,
+    trace,
+)
+from tts.errors import TTSError
+from tts.search.base import DEFAULT_INSTRUCTION
 from tts.verifiers import extract_answer, math_equal
 
-DIFFICULTIES = sorted(arith.DIFFICULTIES)
+CASES = [(task, d) for task, module in TASKS.items() for d in sorted(module.DIFFICULTIES)]
 
 
-@pytest.mark.parametrize("difficulty", DIFFICULTIES)
+@pytest.mark.parametrize("task, difficulty", CASES)
 @pytest.mark.parametrize("style", ["short", "long"])
-def test_every_trace_ends_in_the_gold_answer(difficulty, style):
-    for index in range(150):
-        problem = make_problem("arith", difficulty, index)
+def test_every_trace_ends_in_the_gold_answer(task, difficulty, style):
+    for index in range(120):
+        problem = make_problem(task, difficulty, index)
         text = trace(problem, style, error_rate=0.5)
         assert math_equal(extract_answer(text), problem.answer), text
-        assert int(problem.answer) == eval(problem.problem[len("Evaluate ") : -1])  # noqa: S307
+        if task == "arith":
+            assert int(problem.answer) == eval(problem.problem[len("Evaluate ") : -1])  # noqa: S307
+        else:
+            assert countdown.check_answer(problem.problem, extract_answer(text)), text
 
 
-@pytest.mark.parametrize("difficulty", DIFFICULTIES)
-def test_step_checker_accepts_each_step_and_rejects_corruptions(difficulty):
+def corruptions(task: str, steps: list[str], i: int) -> list[str]:
+    """Wrong versions of steps[i]: a wrong result, an unavailable number or a wrong remainder,
+    a malformed line, a step that is not the next one."""
+    step = steps[i]
+    lhs, rest = step.split(" = ", 1)
+    result, left = rest.split(", leaving ", 1)
+    a, op, b = lhs.split()
+    other = steps[-1] if i < len(steps) - 1 else steps[0]
+    common = [
+        f"{lhs} = {int(result) + 1}, leaving {left}",
+        step.replace(" = ", " == "),
+        step.removesuffix("."),
+        "",
+    ]
+    if task == "arith":
+        return common + [f"{lhs} = {result}, leaving {left[:-1]} + 1.", other]
+    big = int(a) * 10**6  # right arithmetic, but not a number at hand
+    unavailable = f"{big} {op} {b} = {countdown.combine(big, op, int(b))}"
+    return common + [
+        f"{unavailable}, leaving {left}",
+        f"{lhs} = {result}, leaving {left[:-1]}, 7.",  # claims a number that is not left
+        f"{a} % {b} = {result}, leaving {left}",
+    ]
+
+
+@pytest.mark.parametrize("task, difficulty", CASES)
+def test_step_checker_accepts_each_step_and_rejects_corruptions(task, difficulty):
+    module = TASKS[task]
     for index in range(60):
-        problem = make_problem("arith", difficulty, index)
-        steps = arith.solution_steps(problem.expression)
-        assert len(steps) == arith.DIFFICULTIES[difficulty][0]
+        problem = make_problem(task, difficulty, index)
+        steps = module.solution_steps(problem.instance)
         for i, step in enumerate(steps):
-            assert arith.check_step(problem.problem, steps[:i], step)
-            a, rest = step.split(" = ", 1)
-            result, left = rest.split(", leaving ", 1)
-            corrupted = [
-                f"{a} = {int(result) + 1}, leaving {left}",  # a wrong result
-                f"{a} = {result}, leaving {left[:-1]} + 1.",  # a wrong remainder
-                step.replace(" = ", " == "),  # malformed
-                steps[-1] if i < len(steps) - 1 else steps[0],  # not the next operation
-            ]
-            assert not any(arith.check_step(problem.problem, steps[:i], c) for c in corrupted)
+            assert check_step(problem, steps[:i], step), (problem.problem, steps[:i], step)
+            for corrupted in corruptions(task, steps, i):
+                assert not check_step(problem, steps[:i], corrupted), (steps[:i], corrupted)
+        # a wrong earlier step makes any next step invalid
+        if len(steps) > 1:
+            assert not check_step(problem, [corruptions(task, steps, 0)[0]], steps[1])
+    assert arith.DIFFICULTIES[3][0] == len(
+        arith.solution_steps(make_problem("arith", 3, 0).instance)
+    )
 
 
-def test_long_traces_slip_and_repair_at_the_asked_rate():
-    problem = make_problem("arith", 3, 7)
-    assert "Wait," in trace(problem, "long", error_rate=1.0)
-    clean = trace(problem, "long", error_rate=0.0)
-    assert clean.startswith("<think>\n") and "</think>" in clean and "Wait" not in clean
-    assert clean.split("</think>\n\n")[1] == trace(problem, "short")
+def test_countdown_answers_are_checked_whole():
+    problem = make_problem("countdown", 2, 0)  # Use 5, 4, 4, 2 to make 37 ...
+    assert countdown.check_answer(problem.problem, "4 * 2 * 4 + 5")
+    assert countdown.check_answer(problem.problem, "(4 \\times 2) \\times 4 + 5")
+    assert not countdown.check_answer(problem.problem, "37")  # the target alone solves nothing
+    assert not countdown.check_answer(problem.problem, "4 * 2 * 4 + 5 + 0")  # 0 is not given
+    assert not countdown.check_answer(problem.problem, "5 * 2 * 4 - 3")  # 3 is not given
+    assert not countdown.check_answer(problem.problem, "4 * 4 * 2 + 5 * 1")
+    assert not countdown.check_answer(problem.problem, "import os")
+    # every problem needs at least one step, and the documented share needs backtracking
+    fails = [
+        not countdown.greedy_solves(make_problem("countdown", 3, i).instance) for i in range(300)
+    ]
+    assert 0.5 < sum(fails) / len(fails) < 0.75
 
 
-def test_seeds_fix_problems_and_eval_sets_are_apart():
-    assert make_problem("arith", 3, 5) == make_problem("arith", 3, 5)
-    assert make_problem("arith", 3, 5, seed=1).problem != make_problem("arith", 3, 5).problem
-    assert len(eval_set("arith", 2)) == 200 and eval_set("arith", 2) == eval_set("arith", 2)
-    # The eval split is its own seed stream (small difficulties have few distinct expressions,
-    # so the sets may share some; the streams must not be the same).
-    evals = [p.problem for p in eval_set("arith", 4)]
-    train = {make_problem("arith", 4, i).problem for i in range(2000)}
-    assert len(set(evals) & train) <= 2
-    loaded = load_dataset("synth:arith:3:10")
-    assert [p.answer for p in loaded] == [p.answer for p in eval_set("arith", 3, 10)]
+@pytest.mark.parametrize("task", TASKS)
+def test_long_traces_make_and_repair_mistakes_at_the_asked_rate(task):
+    for index in range(20):
+        problem = make_problem(task, 3, index)
+        assert "Wait," in trace(problem, "long", error_rate=1.0)
+        clean = trace(problem, "long", error_rate=0.0)
+        assert clean.startswith("<think>\n") and "\n</think>\n\n" in clean and "Wait" not in clean
+        assert clean.split("</think>\n\n")[1] == trace(problem, "short")
+        # the mistakes are real: some step inside <think> fails the step checker
+        thinking = trace(problem, "long", error_rate=1.0).split("</think>")[0]
+        steps = [s for s in thinking.removeprefix("<think>\n").split("\n\n") if "leaving" in s]
+        assert not all(check_step(problem, steps[:i], s) for i, s in enumerate(steps))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_seeds_fix_problems_and_eval_sets_are_apart(task):
+    assert make_problem(task, 3, 5) == make_problem(task, 3, 5)
+    first = [make_problem(task, 3, i).problem for i in range(20)]
+    assert first != [make_problem(task, 3, i, seed=1).problem for i in range(20)]
+    assert len(eval_set(task, 2)) == 200 and eval_set(task, 2) == eval_set(task, 2)
+    assert eval_set(task, 2, 10) == eval_set(task, 2)[:10]
+    for difficulty in (1, 4):  # 1 has few distinct problems, so chance overlap would be likely
+        evals = {p.problem for p in eval_set(task, difficulty)}
+        assert len(evals) == 200
+        assert not evals & {make_problem(task, difficulty, i).problem for i in range(3000)}
+    loaded = load_dataset(f"synth:{task}:3:10")
+    assert [p.id for p in loaded] == [f"synth-{task}-3-{i}" for i in range(10)]
+    assert loaded[0].metadata == {"task": task, "difficulty": 3}
+    assert [p.answer for p in loaded] == [p.answer for p in eval_set(task, 3, 10)]
 
 
 def test_data_synth_writes_sft_lines_and_resumes(tmp_path, capsys):
     out = tmp_path / "sft.jsonl"
-    args = ["data", "synth", "--task", "arith", "--difficulty", "2", "--style", "long"]
+    args = ["data", "synth", "--task", "countdown", "--difficulty", "2", "--style", "long"]
     main([*args, "--n", "20", "--out", str(out)])
+    with out.open("r+b") as handle:  # a run killed mid-line leaves a torn last record
+        handle.truncate(out.stat().st_size - 30)
     main([*args, "--n", "30", "--out", str(out)])
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 30 == len({line["meta"]["id"] for line in lines})
+    assert capsys.readouterr().out.splitlines()[-1].startswith("11 new problems")
     first = lines[0]
-    assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
-    assert first["messages"][0]["content"].startswith("Evaluate ")
-    assert math_equal(extract_answer(first["messages"][1]["content"]), first["meta"]["answer"])
-    assert capsys.readouterr().out.splitlines()[-1].startswith("10 new problems")
+    problem = make_problem("countdown", 2, 0)
+    assert first["messages"][:-1] == [
+        {"role": "user", "content": f"{problem.problem}\n{DEFAULT_INSTRUCTION}"}
+    ]
+    assert first["messages"][-1] == {"role": "assistant", "content": trace(problem, "long")}
+    assert first["meta"] == {
+        "task": "countdown",
+        "difficulty": 2,
+        "style": "long",
+        "seed": 0,
+        "id": problem.id,
+        "answer": problem.answer,
+    }
+    for line in lines:
+        assert math_equal(extract_answer(line["messages"][1]["content"]), line["meta"]["answer"])
 
 
 @pytest.mark.parametrize(
@@ -84,7 +161,9 @@ def test_data_synth_writes_sft_lines_and_resumes(tmp_path, capsys):
     [
         (["--task", "chess"], "unknown synthetic task 'chess'"),
         (["--difficulty", "0"], "difficulty 0 is out of range for arith (1-5)"),
+        (["--task", "countdown", "--difficulty", "6"], "out of range for countdown (1-5)"),
         (["--n", "0"], "n must be >= 1"),
+        (["--error-rate", "1.5"], "error_rate must be in [0, 1]"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
@@ -92,3 +171,10 @@ def test_bad_input_is_one_line(tmp_path, args, message):
         main(["data", "synth", "--out", str(tmp_path / "x.jsonl"), *args])
     error = str(exit_info.value.code)
     assert error.startswith("tts: error: ") and message in error and "\n" not in error
+
+
+@pytest.mark.parametrize("spec", ["synth:chess:1", "synth:arith:9", "synth:arith", "synth:a:b"])
+def test_bad_dataset_specs_are_one_line(spec):
+    with pytest.raises(TTSError) as error:
+        load_dataset(spec)
+    assert "\n" not in str(error.value)

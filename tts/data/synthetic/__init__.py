@@ -1,34 +1,54 @@
 """Synthetic verifiable reasoning tasks: seeded generators, two trace styles, step checkers.
 
-Tasks: `arith` (evaluate an integer expression one operation at a time; see `arith.py`).
-Problem i of (task, difficulty, split, seed) is a pure function of those: training data and
-eval sets never depend on how many problems were made before, and the "eval" split draws from
-its own seed stream, so no eval problem is a training problem of any seed.
+Tasks (one module each, same functions: see `Task`): `arith` (evaluate an integer expression one
+operation at a time) and `countdown` (reach a target from 3-6 numbers with + - * /). Difficulty
+is an int from 1 to 5; each module's docstring has its table. Trace styles: see `traces.py`.
 
-Trace styles (the long-vs-short comparison of Yeo et al., 2025):
-- short: the steps, separated by blank lines, then `The answer is \\boxed{N}.`;
-- long: `<think>` first, where the model works step by step and, at rate `error_rate`, makes a
-  slip, notices it ("Wait, ..."), and redoes the step; then `</think>` and the short solution.
+Problem i of (task, difficulty, split, seed) is a pure function of those, drawn from
+`random.Random` seeded with all of them: data never depends on how many problems were made
+before. Eval and training problems never coincide, whatever the seeds: the problem space is
+split by a hash of each problem (`EVAL_SHARE` of it is eval), a split only draws problems from
+its own part, and the eval split also has its own seed stream.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from tqdm import tqdm
 
 from tts.data.datasets import Problem
 from tts.data.jsonl import RecordWriter, read_records
-from tts.data.synthetic import arith
+from tts.data.synthetic import arith, countdown
+from tts.data.synthetic.traces import long_trace, short_trace
 from tts.errors import TTSError
 from tts.search.base import problem_messages
 
-TASKS = {"arith": arith}
 Style = Literal["short", "long"]
 EVAL_SIZE = 200  # problems per eval set unless the spec says otherwise
+EVAL_SHARE = 1 / 8  # of each task's problem space, kept for eval sets
+
+
+class Task(Protocol):
+    """What a task module provides; `instance` is the task's own problem object."""
+
+    DIFFICULTIES: dict[int, tuple[Any, ...]]
+
+    def generate(self, rng: random.Random, difficulty: int) -> Any: ...
+    def problem_text(self, instance: Any) -> str: ...
+    def key(self, instance: Any) -> str: ...  # equal for problems that are the same problem
+    def gold(self, instance: Any) -> str: ...
+    def boxed(self, instance: Any) -> str: ...  # the final answer as the trace writes it
+    def solution_steps(self, instance: Any) -> list[str]: ...
+    def thoughts(self, rng: random.Random, instance: Any, error_rate: float) -> list[str]: ...
+    def check_step(self, problem: str, previous_steps: list[str], step: str) -> bool: ...
+
+
+TASKS: dict[str, Task] = {"arith": arith, "countdown": countdown}
 
 
 @dataclass
@@ -38,43 +58,46 @@ class SynthProblem:
     answer: str
     task: str
     difficulty: int
-    expression: arith.Expression
+    instance: Any
 
 
-def make_problem(task: str, difficulty: int, index: int, seed: int = 0, split: str = "train"):
+def make_problem(
+    task: str, difficulty: int, index: int, seed: int = 0, split: str = "train"
+) -> SynthProblem:
     """Problem `index` of (task, difficulty, split, seed)."""
     module = _task(task, difficulty)
     rng = random.Random(f"{task}:{difficulty}:{split}:{seed}:{index}")
-    expression = module.generate(rng, difficulty)
+    while True:
+        instance = module.generate(rng, difficulty)
+        if _is_eval(module.key(instance)) == (split == "eval"):
+            break
     return SynthProblem(
         id=f"synth-{task}-{difficulty}-{split}-{seed}-{index}",
-        problem=module.problem_text(expression),
-        answer=str(expression.value()),
+        problem=module.problem_text(instance),
+        answer=module.gold(instance),
         task=task,
         difficulty=difficulty,
-        expression=expression,
+        instance=instance,
     )
 
 
 def trace(problem: SynthProblem, style: Style, error_rate: float = 0.3, seed: int = 0) -> str:
-    """A worked solution of `problem` in `style` (see the module docstring)."""
-    steps = arith.solution_steps(problem.expression)
-    short = "\n\n".join(steps + [f"The answer is \\boxed{{{problem.answer}}}."])
+    """A worked solution of `problem` in `style`; in the long style each step is preceded by a
+    mistake and its repair with probability `error_rate`."""
+    _check_rate(error_rate)
+    module = TASKS[problem.task]
+    short = short_trace(module.solution_steps(problem.instance), module.boxed(problem.instance))
     if style == "short":
         return short
     rng = random.Random(f"trace:{problem.id}:{seed}")
-    thoughts, expression = [], problem.expression
-    for step in steps:
-        if rng.random() < error_rate:
-            a, op, b, result, _ = expression.reduce()
-            thoughts.append(arith.wrong_step(rng, expression))
-            thoughts.append(
-                f"Wait, {a} {op} {b} is not that. Let me redo it: {a} {op} {b} = {result}."
-            )
-        thoughts.append(step)
-        expression = expression.reduce()[-1]
-    thoughts.append(f"So the value is {problem.answer}.")
-    return "<think>\n" + "\n\n".join(thoughts) + "\n</think>\n\n" + short
+    return long_trace(module.thoughts(rng, problem.instance, error_rate), short)
+
+
+def check_step(problem: SynthProblem | Problem, previous_steps: list[str], step: str) -> bool:
+    """Is `step` a valid next short-CoT step after `previous_steps`? Takes a generated problem
+    or one from an eval set (`load_dataset("synth:...")`)."""
+    task = problem.task if isinstance(problem, SynthProblem) else problem.metadata["task"]
+    return TASKS[task].check_step(problem.problem, previous_steps, step)
 
 
 def write_sft(
@@ -90,8 +113,7 @@ def write_sft(
     format, skipping those already there (so a stopped run resumes); return how many were new."""
     if n < 1:
         raise TTSError(f"n must be >= 1, got {n}")
-    if not 0 <= error_rate <= 1:
-        raise TTSError(f"error_rate must be in [0, 1], got {error_rate}")
+    _check_rate(error_rate)
     _task(task, difficulty)
     done = {record["meta"]["id"] for record in read_records(path)}
     written = 0
@@ -109,17 +131,42 @@ def write_sft(
 
 
 def eval_set(task: str, difficulty: int, size: int = EVAL_SIZE) -> list[Problem]:
-    """The fixed eval problems of a task and difficulty (`--dataset synth:TASK:D[:SIZE]`)."""
+    """The fixed eval problems of a task and difficulty (`--dataset synth:TASK:D[:SIZE]`), all
+    different; a smaller size gives a prefix of a larger one."""
+    _task(task, difficulty)
     if size < 1:
         raise TTSError(f"an eval set needs at least 1 problem, got {size}")
-    problems = [make_problem(task, difficulty, i, split="eval") for i in range(size)]
+    problems: dict[str, SynthProblem] = {}
+    # Small difficulties have few distinct problems; give up rather than loop forever.
+    for index in range(50 * size):
+        problem = make_problem(task, difficulty, index, split="eval")
+        problems.setdefault(problem.problem, problem)
+        if len(problems) == size:
+            break
+    else:
+        raise TTSError(f"{task} at difficulty {difficulty} has fewer than {size} eval problems")
     return [
-        Problem(p.id, p.problem, p.answer, {"task": task, "difficulty": difficulty})
-        for p in problems
+        Problem(
+            f"synth-{task}-{difficulty}-{i}",
+            p.problem,
+            p.answer,
+            {"task": task, "difficulty": difficulty},
+        )
+        for i, p in enumerate(problems.values())
     ]
 
 
-def _task(task: str, difficulty: int):
+def _is_eval(key: str) -> bool:
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < EVAL_SHARE * 2**64
+
+
+def _check_rate(error_rate: float) -> None:
+    if not 0 <= error_rate <= 1:
+        raise TTSError(f"error_rate must be in [0, 1], got {error_rate}")
+
+
+def _task(task: str, difficulty: int) -> Task:
     if task not in TASKS:
         raise TTSError(f"unknown synthetic task {task!r}; choose from {', '.join(TASKS)}")
     module = TASKS[task]

@@ -81,6 +81,18 @@ def problem_text(expression: Expression) -> str:
     return f"Evaluate {expression}."
 
 
+def key(expression: Expression) -> str:
+    """The problem itself, for keeping eval and training apart."""
+    return problem_text(expression)
+
+
+def gold(expression: Expression) -> str:
+    return str(expression.value())
+
+
+boxed = gold  # the boxed answer is the value itself
+
+
 def step_text(a: int, op: str, b: int, result: int, left: Expression) -> str:
     return f"{a} {op} {b} = {result}, leaving {left}."
 
@@ -92,6 +104,23 @@ def solution_steps(expression: Expression) -> list[str]:
         *step, expression = expression.reduce()
         steps.append(step_text(*step, expression))
     return steps
+
+
+def thoughts(rng: random.Random, expression: Expression, error_rate: float) -> list[str]:
+    """The long chain of thought: before each step, with probability `error_rate`, the step
+    with an arithmetic slip, then "Wait," and the step redone."""
+    texts, value = [], expression.value()
+    for step in solution_steps(expression):
+        if rng.random() < error_rate:
+            a, op, b, result, _ = expression.reduce()
+            texts.append(wrong_step(rng, expression))
+            texts.append(
+                f"Wait, {a} {op} {b} is not that. Let me redo it: {a} {op} {b} = {result}."
+            )
+        texts.append(step)
+        expression = expression.reduce()[-1]
+    texts.append(f"So the value is {value}.")
+    return texts
 
 
 def wrong_step(rng: random.Random, expression: Expression) -> str:
@@ -114,23 +143,23 @@ def parse_expression(text: str) -> Expression | None:
 
 
 def check_step(problem: str, previous_steps: list[str], step: str) -> bool:
-    """Is `step` the right next step after `previous_steps` for `problem`?"""
+    """Is `step` the right next step after `previous_steps` (each of which must be right too)
+    for `problem` (its text)?"""
     current = parse_expression(problem.removeprefix("Evaluate ").removesuffix("."))
-    if current is None:
-        return False
-    for done in previous_steps:
-        match = _STEP.fullmatch(done.strip())
-        if not match:
-            return False
-        current = parse_expression(match.group(5))
-        if current is None:
-            return False
-    match = _STEP.fullmatch(step.strip())
+    for text in [*previous_steps, step]:
+        current = _take(current, text) if current is not None else None
+    return current is not None
+
+
+def _take(current: Expression, text: str) -> Expression | None:
+    """What is left after the step `text`, or None if it is not the right next step."""
+    match = _STEP.fullmatch(text.strip())
     if not match or not current.ops:
-        return False
+        return None
     a, op, b, result, left = current.reduce()
-    return (
+    right = (
         (int(match.group(1)), match.group(2), int(match.group(3))) == (a, op, b)
         and int(match.group(4)) == result
         and parse_expression(match.group(5)) == left
     )
+    return left if right else None
