@@ -143,3 +143,12 @@ def test_a_recipe_can_make_its_own_synthetic_data(tmp_path):
     ]
     final = train_sft(load_config(recipe(tmp_path, data, synth=synth, max_steps=2)))
     assert len(data.read_text().splitlines()) == 50 and (final / "config.json").exists()
+
+
+def test_periodic_eval_scores_the_checkpoint_through_the_engine(tmp_path, data):
+    config = recipe(tmp_path, data, max_steps=4, eval_dataset="synth:arith:1:4", eval_every=2)
+    train_sft(load_config(config, eval_max_tokens=16))
+    log = [json.loads(x) for x in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in log if "eval_accuracy" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(0.0 <= r["eval_accuracy"] <= 1.0 for r in evals)

@@ -5,14 +5,17 @@ conversation is rendered with the model's chat template and the loss falls on th
 (assistant) message's tokens only, its end-of-turn token included, so the model learns to stop.
 Batches are padded; AdamW with linear warmup then cosine decay; gradient accumulation.
 
-Every `save_every` steps the loop writes `OUT/checkpoint/`: a Hugging Face folder (safetensors,
-tokenizer) plus `trainer_state.pt` (optimizer, step, RNG state, config), replaced atomically.
+With `eval_dataset` set, every `eval_every` steps the checkpoint is scored greedily through the
+native engine (the accuracy goes to the log). Every `save_every` steps the loop writes
+`OUT/checkpoint/`: a Hugging Face folder (safetensors, tokenizer) plus `trainer_state.pt`
+(optimizer, step, RNG state, config), replaced atomically.
 Running the same command again resumes from it, and because the data order is a function of
 (seed, epoch) and the RNG state is restored, the resumed run ends where an uninterrupted one does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -85,6 +88,11 @@ class SFTConfig(BaseModel):
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="training precision")
     device: str | None = Field(None, description="torch device; default cuda if present")
     save_every: int = Field(100, ge=1, description="steps between checkpoints")
+    eval_dataset: str | None = Field(
+        None, description="scored greedily every eval_every steps, e.g. synth:arith:3:100"
+    )
+    eval_every: int = Field(500, ge=1, description="steps between evaluations")
+    eval_max_tokens: int = Field(256, ge=1, description="most tokens per eval answer")
     log_every: int = Field(10, ge=1, description="steps between log lines")
     seed: int = Field(0, description="data order, initialisation and dropout")
 
@@ -228,6 +236,27 @@ def save(model, tokenizer, folder: Path, state: dict[str, Any] | None = None) ->
     partial.rename(folder)
 
 
+def evaluate(folder: Path, config: SFTConfig) -> float:
+    """Greedy accuracy of the model in `folder` on `config.eval_dataset`, through the engine."""
+    from tts.data.datasets import load_dataset
+    from tts.engine import load
+    from tts.search import make_strategy
+    from tts.verifiers import math_equal
+
+    problems = load_dataset(config.eval_dataset)
+    backend = load(folder, backend="native", device=config.device)
+    greedy = make_strategy("majority", n=1, temperature=0, max_tokens=config.eval_max_tokens)
+
+    async def solve_all():
+        return await asyncio.gather(*(greedy.solve(p.problem, backend) for p in problems))
+
+    results = asyncio.run(solve_all())
+    right = sum(
+        r.answer is not None and math_equal(r.answer, p.answer) for r, p in zip(results, problems)
+    )
+    return right / len(problems)
+
+
 def train_sft(config: SFTConfig) -> Path:
     """Train (or resume); return the final model folder."""
     device = resolve_device(config.device)
@@ -303,7 +332,8 @@ def train_sft(config: SFTConfig) -> Path:
                     "tokens_per_s": rate,
                 }
             )
-        if step % config.save_every == 0 or step == config.max_steps:
+        evaluate_now = config.eval_dataset is not None and step % config.eval_every == 0
+        if step % config.save_every == 0 or step == config.max_steps or evaluate_now:
             state = {
                 "optimizer": optimizer.state_dict(),
                 "step": step,
@@ -311,6 +341,8 @@ def train_sft(config: SFTConfig) -> Path:
                 "config": config.model_dump(mode="json"),
             }
             save(model, tokenizer, checkpoint, state)
+        if evaluate_now:
+            log.write({"step": step, "eval_accuracy": evaluate(checkpoint, config)})
     bar.close()
     log.close()
     final = config.out / "final"
