@@ -133,6 +133,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     sft.add_argument("--recipe", type=Path, required=True, help="YAML SFT config")
     sft.add_argument("--out", type=Path, help="override the recipe's output folder")
     sft.add_argument("--max-steps", type=int, help="override the recipe's max_steps")
+    sft.add_argument("--model", type=Path, help="fine-tune this Hugging Face folder instead")
+    sft.add_argument("--init", type=Path, help="or train a new model of these sizes (YAML)")
     sft.add_argument("--device", help="torch device (default: cuda if present, else cpu)")
 
 
@@ -166,10 +168,15 @@ def run(args: argparse.Namespace) -> None:
         )
         print(f"{written} new problems in {args.out}")
     elif args.command == "train":
-        from tts.train.sft import load_config, train_sft
+        from tts.train.sft import load_config, read_yaml, train_sft
 
         config = load_config(
-            args.recipe, out=args.out, max_steps=args.max_steps, device=args.device
+            args.recipe,
+            out=args.out,
+            max_steps=args.max_steps,
+            device=args.device,
+            model=args.model,
+            init=read_yaml(args.init) if args.init else None,
         )
         print(train_sft(config))
     elif args.command == "model":

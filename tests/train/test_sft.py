@@ -152,3 +152,24 @@ def test_periodic_eval_scores_the_checkpoint_through_the_engine(tmp_path, data):
     evals = [r for r in log if "eval_accuracy" in r]
     assert [r["step"] for r in evals] == [2, 4]
     assert all(0.0 <= r["eval_accuracy"] <= 1.0 for r in evals)
+
+
+def test_init_file_replaces_the_recipes_starting_point(tmp_path, data, capsys):
+    from tts.cli import main
+
+    sizes = tmp_path / "sizes.yaml"
+    sizes.write_text(yaml.safe_dump(TINY | {"num_layers": 1}))
+    main(
+        [
+            "train",
+            "sft",
+            "--recipe",
+            str(recipe(tmp_path, data)),
+            "--max-steps",
+            "1",
+            "--init",
+            str(sizes),
+        ]
+    )
+    config = json.loads((tmp_path / "out" / "final" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1

@@ -103,14 +103,27 @@ class SFTConfig(BaseModel):
         return self
 
 
-def load_config(path: str | Path, **overrides: Any) -> SFTConfig:
-    """An SFTConfig from a YAML recipe, with command-line overrides on top."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as error:
         raise TTSError(f"cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise TTSError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise TTSError(f"{path} should hold a mapping of settings")
+    return values
+
+
+def load_config(path: str | Path, **overrides: Any) -> SFTConfig:
+    """An SFTConfig from a YAML recipe, with command-line overrides on top (a given `model` or
+    `init` replaces the recipe's choice of starting point)."""
+    values = read_yaml(path)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "model" in given or "init" in given:
+        values = {k: v for k, v in values.items() if k not in ("model", "init")}
     try:
-        return SFTConfig(**(values | {k: v for k, v in overrides.items() if v is not None}))
+        return SFTConfig(**(values | given))
     except ValidationError as error:
         raise invalid_options(f"SFT config {path}", error) from None
 
