@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from tts.cli import main
+from tts.verifiers import math_equal
 
 BENCH = ["--backend", "hf", "--dataset", "gsm8k", "--strategy", "majority", "--device", "cpu"]
 
@@ -68,7 +69,8 @@ def test_bench_writes_results_summary_and_table(tiny_llama, tmp_path, capsys):
         assert record["usage"]["completion_tokens"] == sum(
             c["tokens"] for c in record["candidates"]
         )
-        assert record["correct"] == (record["answer"] is not None and record["correct"])
+        answer = record["answer"]
+        assert record["correct"] == (answer is not None and math_equal(answer, record["gold"]))
     summary = json.loads((out / "summary.json").read_text())
     assert [row["n"] for row in summary["rows"]] == [1, 2]
     assert all(row["problems"] == 3 for row in summary["rows"])

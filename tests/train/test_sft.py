@@ -42,6 +42,7 @@ def data(tmp_path_factory) -> Path:
 def recipe(tmp_path: Path, data: Path, **overrides) -> Path:
     values = {"data": str(data), "out": str(tmp_path / "out"), "init": TINY, "max_steps": 12}
     values |= {"batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "save_every": 3, "log_every": 1}
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(values | overrides))
     return path
@@ -83,9 +84,8 @@ def test_learning_rate_warms_up_then_decays():
 
 
 def test_killed_training_resumes_to_the_same_weights(tmp_path, data):
-    whole = recipe(tmp_path / "a", data) if (tmp_path / "a").mkdir() is None else None
-    train_sft(load_config(whole))
-    killed_recipe = recipe(tmp_path / "b", data) if (tmp_path / "b").mkdir() is None else None
+    train_sft(load_config(recipe(tmp_path / "a", data)))
+    killed_recipe = recipe(tmp_path / "b", data)
     code = (
         "from tts.train.sft import load_config, train_sft; import sys; "
         "train_sft(load_config(sys.argv[1]))"
