@@ -28,6 +28,8 @@ class SamplingParams:
     seed: makes this request's samples reproducible on its own, whatever else is in flight.
     n: completions to return for the one prompt.
     logprobs: None for no log-probabilities, k >= 0 for the sampled token's plus the k best.
+    ignore_eos: keep generating past the model's EOS until max_tokens or a stop (benchmarks
+        that need fixed output lengths).
     """
 
     temperature: float = 1.0
@@ -40,6 +42,7 @@ class SamplingParams:
     seed: int | None = None
     n: int = 1
     logprobs: int | None = None
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         # Accept any sequence of stop strings but keep the params hashable (backends group by them).

@@ -116,7 +116,9 @@ class HFBackend:
             top_k=params.top_k if sample and params.top_k > 0 else None,
             min_p=params.min_p if sample and params.min_p > 0 else None,
             stop_strings=list(params.stop) or None,
-            eos_token_id=sorted(self.eos_token_ids | set(params.stop_token_ids)),
+            # An empty list when nothing may stop it (ignore_eos): None would be filled in
+            # from the model's generation config, EOS included.
+            eos_token_id=sorted(self._stop_ids(params)),
             pad_token_id=self.pad_token_id,
             return_dict_in_generate=True,
             output_logits=params.logprobs is not None,
@@ -126,7 +128,7 @@ class HFBackend:
         self, tokens: list[int], request: _Request, logits: torch.Tensor | None, row: int
     ) -> Completion:
         params = request.params
-        stops = self.eos_token_ids | set(params.stop_token_ids)
+        stops = self._stop_ids(params)
         end = next((i + 1 for i, t in enumerate(tokens) if t in stops), None)
         finish = "stop" if end is not None else "length"
         tokens = tokens[:end] if end is not None else tokens
@@ -148,6 +150,10 @@ class HFBackend:
             cached_tokens=0,
             stop_reason=reason,
         )
+
+    def _stop_ids(self, params: SamplingParams) -> set[int]:
+        eos = set() if params.ignore_eos else self.eos_token_ids
+        return eos | set(params.stop_token_ids)
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)

@@ -203,6 +203,8 @@ def _sampling_fields(params: SamplingParams) -> dict[str, Any]:
         fields["min_p"] = params.min_p
     if params.stop_token_ids:
         fields["stop_token_ids"] = list(params.stop_token_ids)
+    if params.ignore_eos:
+        fields["ignore_eos"] = True
     return fields
 
 

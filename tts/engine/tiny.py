@@ -106,20 +106,24 @@ def build_tiny_model(
     num_heads: int = 4,
     num_kv_heads: int = 2,
     seed: int = 0,
+    intermediate_size: int | None = None,
+    vocab_size: int | None = None,
 ) -> Path:
     """Write a random-weight `family` ("llama", "qwen2" or "qwen3") model folder to `out`.
 
     Like the real small Qwen3 models, "qwen3" sets head_dim apart from hidden_size / num_heads
-    (twice it here), so that code path is exercised too.
+    (twice it here), so that code path is exercised too. intermediate_size defaults to twice
+    the hidden size and vocab_size to the tokenizer's; a larger vocab_size gives a real model's
+    LM-head cost (benchmarks), with ids past the tokenizer's decoding to nothing.
     """
     if family not in CONFIG_CLASSES:
         raise ValueError(f"family must be one of {sorted(CONFIG_CLASSES)}, got {family!r}")
     tokenizer = build_tokenizer(bos=family == "llama")
     extra = {"head_dim": 2 * hidden_size // num_heads} if family == "qwen3" else {}
     config = CONFIG_CLASSES[family](
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
+        intermediate_size=intermediate_size or hidden_size * 2,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=num_kv_heads,

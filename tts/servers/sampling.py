@@ -61,6 +61,7 @@ def sampling_params(
             seed=request.seed,
             n=request.n,
             logprobs=request.num_logprobs,
+            ignore_eos=request.ignore_eos,
         )
     except ValueError as error:
         raise APIError(400, str(error), code="invalid_value") from None

@@ -53,6 +53,7 @@ class Sampling(Request):
     top_k: int = Field(-1, ge=-1)
     min_p: float = Field(0.0, ge=0, le=1)
     stop_token_ids: list[int] = Field(default_factory=list)
+    ignore_eos: bool = False
     return_tokens_as_token_ids: bool = False  # name logprob tokens "token_id:N", not by text
     tts: TTSOptions | None = None
 

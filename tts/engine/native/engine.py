@@ -286,7 +286,9 @@ class NativeBackend:
 
     def _finish_reason(self, seq: Sequence) -> str | None:
         params, token = seq.params, seq.token_ids[-1]
-        if token in self.eos_token_ids or token in params.stop_token_ids:
+        if token in params.stop_token_ids or (
+            token in self.eos_token_ids and not params.ignore_eos
+        ):
             return "stop"
         if params.stop:
             # Only the tail can hold a stop string that the previous token did not complete.

@@ -3,13 +3,11 @@
 The modules mirror the Hugging Face ones weight for weight (same parameter names, so a
 checkpoint loads by name) but take a flat batch: every tensor has the tokens of all sequences
 in one step laid end to end on dim 0, and attention alone splits them per sequence. The paged
-attention is one small function, so faster kernels (FlexAttention, Triton) can replace it on
-CUDA without touching the rest.
+attention lives in its own module (`attention.py`), so faster kernels (FlexAttention, Triton)
+can replace it on CUDA without touching the rest.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +16,7 @@ from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from tts.engine.native.attention import AttentionMetadata, paged_attention, write_kv
 from tts.errors import TTSError
 
 # Types whose inverse frequencies are fixed at load time; "dynamic" and "longrope" change them
@@ -25,127 +24,9 @@ from tts.errors import TTSError
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 
-@dataclass
-class AttentionMetadata:
-    """Where one step's tokens sit in the paged cache; built once per step, shared by all layers.
-
-    slot_mapping: [T] int64, the cache slot (block_id * block_size + offset) of each new token.
-    block_tables: [S, max_blocks] int32, each sequence's block ids, right-padded with 0.
-    query_lens: new tokens per sequence, in the order their tokens sit in the flat batch.
-    context_lens: tokens per sequence once this step's are written (cached + new).
-    """
-
-    slot_mapping: torch.Tensor
-    block_tables: torch.Tensor
-    query_lens: list[int]
-    context_lens: list[int]
-
-
 def head_dim_of(config: PretrainedConfig) -> int:
     """Per-head width: Qwen3 sets it apart from hidden_size / num_attention_heads."""
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
-def write_kv(
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-) -> None:
-    """Store the new tokens' k, v [T, Hkv, D] in caches [num_blocks, block_size, Hkv, D]."""
-    k_cache.view(-1, *k_cache.shape[2:])[slot_mapping] = k
-    v_cache.view(-1, *v_cache.shape[2:])[slot_mapping] = v
-
-
-def paged_attention(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    meta: AttentionMetadata,
-    scale: float,
-) -> torch.Tensor:
-    """Causal attention of q [T, Hq, D] over each sequence's cached context; returns [T, Hq, D].
-
-    A sequence's new tokens are the last query_len of its context_len, so the query at row j
-    sits at absolute position context_len - query_len + j and sees keys 0 through that position.
-    Decoding sequences (one new token each, most of a search's steps) attend in one batched
-    call over their padded contexts; prefill chunks attend one sequence at a time.
-    """
-    out = torch.empty_like(q)
-    starts = [0]
-    for q_len in meta.query_lens[:-1]:
-        starts.append(starts[-1] + q_len)
-    decoding = [i for i, q_len in enumerate(meta.query_lens) if q_len == 1]
-    if decoding:
-        rows = torch.tensor([starts[i] for i in decoding], device=q.device)
-        out[rows] = _decode_attention(q[rows], k_cache, v_cache, meta, decoding, scale)
-    for i, (q_len, ctx_len) in enumerate(zip(meta.query_lens, meta.context_lens)):
-        if q_len > 1:
-            start = starts[i]
-            out[start : start + q_len] = _prefill_attention(
-                q[start : start + q_len], k_cache, v_cache, meta.block_tables[i], ctx_len, scale
-            )
-    return out
-
-
-def _gather(cache: torch.Tensor, blocks: torch.Tensor, length: int) -> torch.Tensor:
-    """One or more sequences' cached keys or values: blocks [..., n] -> [..., Hkv, length, D]."""
-    gathered = cache[blocks]  # [..., n, block_size, Hkv, D]
-    return gathered.flatten(-4, -3)[..., :length, :, :].transpose(-3, -2)
-
-
-def _decode_attention(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    meta: AttentionMetadata,
-    seqs: list[int],
-    scale: float,
-) -> torch.Tensor:
-    """q [S, Hq, D], one query per sequence at its last position: attends to all its keys."""
-    block_size = k_cache.shape[1]
-    lengths = [meta.context_lens[i] for i in seqs]
-    longest = max(lengths)
-    index = torch.tensor(seqs, device=q.device)
-    blocks = meta.block_tables[index, : -(-longest // block_size)]
-    k, v = _gather(k_cache, blocks, longest), _gather(v_cache, blocks, longest)
-    # Padding past a sequence's own context (other blocks, or block 0) is masked out.
-    visible = (
-        torch.arange(longest, device=q.device) < torch.tensor(lengths, device=q.device)[:, None]
-    )
-    o = F.scaled_dot_product_attention(
-        q.unsqueeze(2), k, v, attn_mask=visible[:, None, None, :], scale=scale, enable_gqa=True
-    )
-    return o.squeeze(2)
-
-
-def _prefill_attention(
-    q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_table: torch.Tensor,
-    ctx_len: int,
-    scale: float,
-) -> torch.Tensor:
-    """q [q_len, Hq, D], the last q_len positions of a context of ctx_len keys, causally."""
-    q_len = q.shape[0]
-    blocks = block_table[: -(-ctx_len // k_cache.shape[1])]
-    k, v = _gather(k_cache, blocks, ctx_len), _gather(v_cache, blocks, ctx_len)
-    mask = None
-    if q_len < ctx_len:
-        q_pos = torch.arange(ctx_len - q_len, ctx_len, device=q.device)
-        mask = torch.arange(ctx_len, device=q.device)[None, :] <= q_pos[:, None]
-    o = F.scaled_dot_product_attention(
-        q.transpose(0, 1),
-        k,
-        v,
-        attn_mask=mask,
-        is_causal=q_len == ctx_len,
-        scale=scale,
-        enable_gqa=True,
-    )
-    return o.transpose(0, 1)
 
 
 class RMSNorm(nn.Module):

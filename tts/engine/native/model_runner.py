@@ -15,7 +15,8 @@ import torch
 from safetensors import safe_open
 from transformers import AutoConfig, PretrainedConfig
 
-from tts.engine.native.model import AttentionMetadata, CausalLM, head_dim_of
+from tts.engine.native.attention import AttentionMetadata
+from tts.engine.native.model import CausalLM, head_dim_of
 from tts.errors import TTSError
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
@@ -146,7 +147,7 @@ class ModelRunner:
         """Compute the chunks' KV, and logits [number needing them, vocab] float32, in order."""
         if not chunks:
             raise ValueError("a step needs at least one chunk")
-        input_ids, positions, slots, query_lens, context_lens, logit_rows = [], [], [], [], [], []
+        input_ids, positions, logit_rows = [], [], []
         bs = self.block_size
         for chunk in chunks:
             end = chunk.start_pos + len(chunk.token_ids)
@@ -156,20 +157,15 @@ class ModelRunner:
                     f"{len(chunk.token_ids)} tokens and {len(chunk.block_table)} blocks"
                 )
             input_ids += chunk.token_ids
-            span = range(chunk.start_pos, end)
-            positions += span
-            slots += [chunk.block_table[p // bs] * bs + p % bs for p in span]
-            query_lens.append(len(chunk.token_ids))
-            context_lens.append(end)
+            positions += range(chunk.start_pos, end)
             if chunk.needs_logits:
                 logit_rows.append(len(input_ids) - 1)
-        width = max(len(chunk.block_table) for chunk in chunks)
-        tables = [chunk.block_table + [0] * (width - len(chunk.block_table)) for chunk in chunks]
-        meta = AttentionMetadata(
-            slot_mapping=self._tensor(slots, torch.int64),
-            block_tables=self._tensor(tables, torch.int32),
-            query_lens=query_lens,
-            context_lens=context_lens,
+        meta = AttentionMetadata.build(
+            query_lens=[len(chunk.token_ids) for chunk in chunks],
+            context_lens=[chunk.start_pos + len(chunk.token_ids) for chunk in chunks],
+            block_tables=[chunk.block_table for chunk in chunks],
+            block_size=bs,
+            device=self.device,
         )
         with torch.inference_mode():
             hidden = self.model(
