@@ -191,13 +191,14 @@ class DecoderModel(nn.Module):
 
 
 class CausalLM(nn.Module):
-    """The decoder plus the LM head; tied checkpoints reuse the embedding as the head."""
+    """The decoder plus the LM head; tied checkpoints reuse the embedding as the head (lm_head
+    None), unless a packed copy of it was made for the CPU (see `packed_linear`)."""
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
         self.model = DecoderModel(config)
-        self.tie_word_embeddings = config.tie_word_embeddings
-        if not self.tie_word_embeddings:
+        self.lm_head: nn.Module | None = None
+        if not config.tie_word_embeddings:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def forward(
@@ -211,5 +212,6 @@ class CausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, hidden_size] -> logits [N, vocab] in the model dtype."""
-        head = self.model.embed_tokens if self.tie_word_embeddings else self.lm_head
-        return F.linear(hidden, head.weight)
+        if self.lm_head is None:
+            return F.linear(hidden, self.model.embed_tokens.weight)
+        return self.lm_head(hidden)

@@ -17,6 +17,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 from tts.engine.native.attention import AttentionMetadata
 from tts.engine.native.model import CausalLM, head_dim_of
+from tts.engine.native.packed_linear import can_pack, pack_linear_layers
 from tts.errors import TTSError
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
@@ -110,6 +111,10 @@ class ModelRunner:
         self.model.model.rotary_emb.reset_parameters()
         load_weights(self.model, model_dir)
         self.model.eval()
+        # What a decode step reads: every weight once (a tied embedding as the LM head).
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        if can_pack(self.device):
+            pack_linear_layers(self.model)
         c = self.config
         self.num_blocks = num_blocks or self._pool_size(kv_cache_gib)
         self.kv_cache = torch.zeros(
