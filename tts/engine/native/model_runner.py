@@ -16,7 +16,7 @@ from safetensors import safe_open
 from transformers import AutoConfig, PretrainedConfig
 
 from tts.engine.native.attention import AttentionMetadata
-from tts.engine.native.model import CausalLM, head_dim_of
+from tts.engine.native.model import CausalLM, FusedLinear, head_dim_of
 from tts.engine.native.packed_linear import can_pack, pack_linear_layers
 from tts.errors import TTSError
 
@@ -57,25 +57,34 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
 
 
 def load_weights(model: CausalLM, model_dir: Path) -> None:
-    """Copy every checkpoint tensor into the parameter of the same name, casting to its dtype.
+    """Copy every checkpoint tensor into the parameter it belongs to, casting to its dtype: the
+    parameter of the same name, or the rows of a fused projection (q/k/v, gate/up) that it fills.
 
     Tensors the model has no parameter for (a tied checkpoint's lm_head, old rotary buffers)
-    are skipped; a parameter the checkpoint lacks, or a shape mismatch, is an error.
+    are skipped; a tensor the checkpoint lacks, or a shape mismatch, is an error.
     """
-    params = dict(model.named_parameters())
-    missing = set(params)
+    targets = {name: (param, slice(None)) for name, param in model.named_parameters()}
+    for name, module in model.named_modules():
+        if isinstance(module, FusedLinear):
+            parent = name.rsplit(".", 1)[0]
+            for kind, param in module.named_parameters():
+                del targets[f"{name}.{kind}"]
+                for part in module.parts:
+                    targets[f"{parent}.{part}.{kind}"] = (param, module.rows(part))
+    missing = set(targets)
     for path in checkpoint_files(model_dir):
         with safe_open(path, framework="pt", device="cpu") as f:
             for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                if name not in params:
+                if name not in targets:
                     continue
-                tensor = f.get_tensor(name)
-                if tensor.shape != params[name].shape:
+                param, rows = targets[name]
+                tensor, target = f.get_tensor(name), param.data[rows]
+                if tensor.shape != target.shape:
                     raise TTSError(
                         f"{path.name}: {name} has shape {tuple(tensor.shape)}, "
-                        f"the config implies {tuple(params[name].shape)}"
+                        f"the config implies {tuple(target.shape)}"
                     )
-                params[name].data.copy_(tensor)
+                target.copy_(tensor)
                 missing.discard(name)
     if missing:
         raise TTSError(f"{model_dir} is missing weights: {', '.join(sorted(missing))}")
