@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, GPT2Config
 
+from tts.engine.native import packed_linear
 from tts.engine.native.model_runner import ModelRunner, SeqChunk
 from tts.errors import TTSError
 
@@ -208,3 +209,17 @@ def test_kv_bytes_per_block(tiny_qwen3):
     runner = runner_for(tiny_qwen3)
     per_block = ModelRunner.kv_bytes_per_block(runner.config, BLOCK_SIZE, torch.float32)
     assert per_block * NUM_BLOCKS == runner.kv_cache.numel() * runner.kv_cache.element_size()
+
+
+@pytest.mark.skipif(not packed_linear.can_pack(CPU), reason="this torch has no oneDNN")
+def test_packed_linear_layers_give_the_same_logits(family_dir, hf_model, monkeypatch):
+    # The tiny models' layers are below the size packing starts at; pack them all.
+    monkeypatch.setattr(packed_linear, "MIN_PACKED_WEIGHTS", 0)
+    runner = runner_for(family_dir)
+    assert isinstance(runner.model.lm_head, packed_linear.PackedLinear)
+    assert isinstance(runner.model.model.layers[0].self_attn.qkv_proj, packed_linear.PackedLinear)
+    seqs = [random_ids(13, hf_model.config.vocab_size, seed=s) for s in range(2)]
+    driver = Driver(runner, seqs)
+    got = driver.step([(0, 9), (1, 13)])
+    got |= driver.step([(0, 4)])
+    assert assert_matches(hf_model, seqs, got) < ATOL
