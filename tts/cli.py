@@ -46,7 +46,9 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
         "--model", default="builtin", help="Hugging Face model folder (default: builtin)"
     )
     bench.add_argument(
-        "--backend", default="native", help="native (default), or hf: transformers, the reference"
+        "--backend",
+        default="native",
+        help="native (default), hf (transformers, the reference) or vllm",
     )
     bench.add_argument("--dataset", default="math500", help="name, .jsonl path or hf:OWNER/NAME")
     bench.add_argument("--strategy", default="majority", help=f"one of {', '.join(STRATEGIES)}")
@@ -95,7 +97,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--config", type=Path, help="YAML server config (see configs/server.yaml)")
     serve.add_argument("--model", help="Hugging Face model folder (default: builtin)")
     serve.add_argument("--prm", help="process reward model folder, for guided search")
-    serve.add_argument("--backend", help="native (default) or hf")
+    serve.add_argument("--backend", help="native (default), hf or vllm")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, help="TCP port (default 8000)")
     serve.add_argument("--api-key", help="require `Authorization: Bearer KEY`")

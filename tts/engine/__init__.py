@@ -19,6 +19,7 @@ BACKENDS = {
     "native": "tts.engine.native.engine:NativeBackend",
     "hf": "tts.engine.hf:HFBackend",
     "remote": "tts.engine.remote:RemoteBackend",
+    "vllm": "tts.engine.vllm:VLLMBackend",
 }
 
 

@@ -1,0 +1,288 @@
+"""The `vllm` backend: vLLM's async engine (`AsyncLLM`) in-process, prefix caching on.
+
+vLLM runs the model in an engine-core process of its own (and, on CPU, a worker process under
+it), which on CPU it starts with the `spawn` method: a script that loads this backend needs the
+`if __name__ == "__main__":` guard. `AsyncLLM` binds its output tasks and sockets to the event
+loop it first runs in, while tts callers may start several loops one after another (each
+`asyncio.run`); so the engine lives in an event loop of its own on a background thread, and
+`generate` hands each request over to it. Cancelling `generate` cancels the request's task
+there, and `AsyncLLM.generate` aborts a cancelled request in the engine.
+
+A request for n samples goes to vLLM as n requests of one sample each, sample i seeded with
+seed + i, which is what vLLM itself does with n > 1 and a seed (and tts's convention); asking
+one by one also allows n > 1 greedy samples (vLLM refuses them) and reports each sample's own
+cached prompt tokens. vLLM's random streams are not the native engine's, so a seeded request
+gives the same samples every time on this backend, but not the native backend's samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from pydantic import ValidationError
+from transformers import AutoConfig, AutoTokenizer
+
+from tts.engine.backend import (
+    Completion,
+    SamplingParams,
+    encode_prompt,
+    eos_token_ids,
+    truncate_at_stop,
+)
+from tts.errors import TTSError, invalid_options
+
+try:
+    from vllm import SamplingParams as VLLMSamplingParams
+    from vllm import TokensPrompt
+    from vllm.config import VllmConfig
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.exceptions import VLLMValidationError
+    from vllm.outputs import CompletionOutput, RequestOutput
+    from vllm.platforms import current_platform
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.v1.engine.async_llm import AsyncLLM
+except (ImportError, RuntimeError) as error:  # an optional extra; a torchvision that does not
+    _IMPORT_ERROR: Exception | None = error  # match torch breaks vLLM's import with either
+else:
+    _IMPORT_ERROR = None
+
+# vLLM's own CPU default reserves gpu_memory_utilization (0.9) of the NUMA node's memory.
+CPU_KV_CACHE_GIB = 1.0
+
+T = TypeVar("T")
+
+
+class VLLMBackend:
+    """Generate with vLLM from a Hugging Face folder.
+
+    block_size: tokens per KV block, the prefix cache's unit (cached_tokens is a multiple of
+        it); None: vLLM's default (128 on CPU, 16 on CUDA). On CPU it must be a multiple of 32.
+    kv_cache_gib: memory for the KV cache, in GiB; None: 1 GiB on CPU, and on an accelerator
+        what vLLM's `gpu_memory_utilization` (a share of the device memory) leaves. On CPU the
+        environment variable VLLM_CPU_KVCACHE_SPACE (GiB), when set, wins: vLLM reads it last.
+    max_num_seqs: most sequences running at once; None: vLLM's default.
+    max_num_batched_tokens: most tokens computed in one step; None: vLLM's default.
+    max_model_len: longest sequence, prompt and generation together; None: the model's.
+    enforce_eager: run the model eagerly, without torch.compile or CUDA graphs: the engine
+        starts sooner (a tiny model on 2 CPU cores: 35 s instead of 105 s) and steps slower.
+    engine_args: any other `vllm.AsyncEngineArgs` field (tensor_parallel_size, ...).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        block_size: int | None = None,
+        kv_cache_gib: float | None = None,
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        max_model_len: int | None = None,
+        enforce_eager: bool = False,
+        **engine_args: Any,
+    ) -> None:
+        if _IMPORT_ERROR is not None:
+            cause = str(_IMPORT_ERROR).splitlines()[0]
+            raise TTSError(f"the vllm backend needs vLLM ({cause}): pip install 'tts[vllm]'")
+        device = torch.device(device)
+        if device.type != current_platform.device_type:
+            raise TTSError(
+                f"this vLLM build runs on {current_platform.device_type}, not {device.type}"
+            )
+        if device.type == "cpu":
+            _check_cpu_kernels(model_dir, block_size)
+            kv_cache_gib = CPU_KV_CACHE_GIB if kv_cache_gib is None else kv_cache_gib
+        if kv_cache_gib is not None and kv_cache_gib <= 0:
+            raise TTSError(f"kv_cache_gib must be > 0, got {kv_cache_gib}")
+        sizes = {
+            "block_size": block_size,
+            "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
+            "max_model_len": max_model_len,
+            "kv_cache_memory_bytes": None if kv_cache_gib is None else int(kv_cache_gib * 2**30),
+            "device_ids": None if device.index is None else [device.index],
+        }
+        args = {
+            "model": str(model_dir),
+            "dtype": str(dtype).removeprefix("torch."),
+            "enforce_eager": enforce_eager,
+            "enable_prefix_caching": True,
+            # Logprobs of the model's own distribution, before temperature and top-p.
+            "logprobs_mode": "raw_logprobs",
+            "disable_log_stats": True,  # a log line every few seconds otherwise
+            **{k: v for k, v in sizes.items() if v is not None},
+            **engine_args,
+        }
+        vllm_args, config = _engine_config(args)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # EOS as tts's other backends see it (vLLM's own set adds the tokenizer's EOS to the
+        # generation config's): vLLM is asked to ignore its EOS and stop at these ids instead.
+        self.eos_token_ids = eos_token_ids(model_dir, self.tokenizer)
+        self.max_model_len: int = config.model_config.max_model_len
+        self._request_ids = itertools.count()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tts-vllm", daemon=True)
+        self._thread.start()
+        try:
+            self.engine: AsyncLLM = self._run(_start_engine(vllm_args, config))
+        except BaseException:
+            self._stop_loop()
+            raise
+        # Closed at exit at the latest, while vLLM's modules are whole: AsyncLLM's own __del__
+        # fails when the interpreter tears them down first.
+        atexit.register(self.close)
+
+    async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
+        if self._loop.is_closed():
+            raise TTSError("the vllm backend is closed")
+        prompt_ids = encode_prompt(self.tokenizer, prompt)
+        self._check_fits(len(prompt_ids))
+        work = self._generate(prompt_ids, params)
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
+
+    def close(self) -> None:
+        """Shut the engine down and end its processes (else done at exit); `generate` fails
+        afterwards."""
+        if self._loop.is_closed():
+            return
+        atexit.unregister(self.close)
+        self._run(self._shutdown())
+        self._stop_loop()
+
+    def _run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run `work` on the engine's loop and wait for it (from any thread but that one)."""
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        self.engine.shutdown()
+        del self.engine  # else AsyncLLM.__del__ runs at interpreter exit, and fails
+
+    def _check_fits(self, num_prompt_tokens: int) -> None:
+        if num_prompt_tokens == 0:
+            raise TTSError("the prompt is empty")
+        if num_prompt_tokens >= self.max_model_len:
+            raise TTSError(
+                f"the prompt has {num_prompt_tokens} tokens; the model takes at most "
+                f"{self.max_model_len - 1} before generating (max_model_len)"
+            )
+
+    async def _generate(self, prompt_ids: list[int], params: SamplingParams) -> list[Completion]:
+        """On the engine's loop: the n samples as n concurrent one-sample requests."""
+        samples = [self._sample(prompt_ids, params, i) for i in range(params.n)]
+        return list(await asyncio.gather(*samples))
+
+    async def _sample(
+        self, prompt_ids: list[int], params: SamplingParams, index: int
+    ) -> Completion:
+        request = self._vllm_params(params, index)
+        final = None
+        try:
+            async for output in self.engine.generate(
+                TokensPrompt(prompt_token_ids=prompt_ids), request, f"tts-{next(self._request_ids)}"
+            ):
+                final = output
+        except VLLMValidationError as error:
+            raise TTSError(f"vLLM refused the request: {error}") from None
+        return self._completion(final, params)
+
+    def _vllm_params(self, params: SamplingParams, index: int) -> VLLMSamplingParams:
+        stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else self.eos_token_ids)
+        return VLLMSamplingParams(
+            n=1,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            min_p=params.min_p,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop),
+            stop_token_ids=sorted(stop_ids),
+            ignore_eos=True,  # stop_ids holds the EOS ids that count
+            seed=None if params.seed is None else params.seed + index,
+            logprobs=params.logprobs,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+
+    def _completion(self, output: RequestOutput, params: SamplingParams) -> Completion:
+        (sample,) = output.outputs
+        if sample.finish_reason == "error":
+            raise RuntimeError(f"vLLM failed request {output.request_id}")
+        tokens = list(sample.token_ids)
+        reason = sample.stop_reason
+        if reason in self.eos_token_ids and reason not in params.stop_token_ids:
+            reason = None  # an EOS, which tts (like vLLM) reports as no stop reason
+        # The text decoded as the other backends decode it: vLLM leaves a stop token's text out.
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if isinstance(reason, str):
+            text = truncate_at_stop(text, params.stop)[0]
+        return Completion(
+            text=text,
+            token_ids=tokens,
+            finish_reason=sample.finish_reason,
+            logprobs=_logprobs(sample) if params.logprobs is not None else None,
+            prompt_tokens=len(output.prompt_token_ids),
+            cached_tokens=output.num_cached_tokens or 0,
+            stop_reason=reason,
+        )
+
+
+def _engine_config(args: dict[str, Any]) -> tuple[AsyncEngineArgs, VllmConfig]:
+    """vLLM's engine arguments and config, or a one-line error naming the bad option."""
+    try:
+        engine_args = AsyncEngineArgs(**args)
+        return engine_args, engine_args.create_engine_config(UsageContext.ENGINE_CONTEXT)
+    except TypeError as error:  # an unknown keyword
+        raise TTSError(f"bad vllm backend option: {error}") from None
+    except ValidationError as error:
+        raise invalid_options("vllm backend options", error) from None
+    except ValueError as error:
+        raise TTSError(f"bad vllm backend options: {' '.join(str(error).split())}") from None
+
+
+async def _start_engine(args: AsyncEngineArgs, config: VllmConfig) -> AsyncLLM:
+    # Built inside the engine's loop, so that vLLM's output tasks start on it.
+    return AsyncLLM.from_vllm_config(
+        config,
+        enable_log_requests=args.enable_log_requests,
+        disable_log_stats=args.disable_log_stats,
+    )
+
+
+def _check_cpu_kernels(model_dir: str | Path, block_size: int | None) -> None:
+    """vLLM's CPU attention kernels exist for a few head sizes and block sizes only: refuse
+    others here, in one line, rather than in a worker process's traceback."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    config = AutoConfig.from_pretrained(model_dir)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    if head_dim not in supported:
+        raise TTSError(
+            f"vLLM's CPU attention needs a head_dim in {supported}; this model's is {head_dim}"
+        )
+    (unit,) = CPUAttentionBackend.get_supported_kernel_block_sizes()  # MultipleOf(32)
+    if block_size is not None and block_size % unit.base:
+        raise TTSError(
+            f"vLLM's CPU attention needs a block_size that is a multiple of {unit.base}, "
+            f"got {block_size}"
+        )
+
+
+def _logprobs(sample: CompletionOutput) -> list[dict[int, float]]:
+    """One {token id: logprob} per generated token, the sampled token first."""
+    result = []
+    for token, entry in zip(sample.token_ids, sample.logprobs):
+        result.append({token: entry[token].logprob} | {t: lp.logprob for t, lp in entry.items()})
+    return result
