@@ -152,6 +152,16 @@ def test_seeded_samples_repeat_whatever_runs_beside_them(engine):
     assert [c.token_ids for c in other] != [c.token_ids for c in alone]
 
 
+def test_seeded_prompts_that_fill_several_steps_all_finish(engine):
+    # 24 seeded 400-token prompts are more than one step computes: vLLM 0.32 on CPU killed its
+    # engine when such a prompt was split over steps (chunked prefill, which the backend turns
+    # off there).
+    prompts = [[20 + (i + j) % 200 for j in range(400)] for i in range(24)]
+    seeded = SamplingParams(temperature=1.0, max_tokens=4, seed=3, ignore_eos=True)
+    results = generate_all(engine, prompts, seeded)
+    assert [len(c.token_ids) for (c,) in results] == [4] * 24
+
+
 def test_top_k_top_p_and_min_p_narrow_the_samples(engine):
     prompt = chat(engine, QUESTIONS[0])
     (greedy,) = generate(engine, prompt, GREEDY)

@@ -41,7 +41,7 @@ from tts.errors import TTSError, invalid_options
 try:
     from vllm import SamplingParams as VLLMSamplingParams
     from vllm import TokensPrompt
-    from vllm.config import VllmConfig
+    from vllm.config import SchedulerConfig, VllmConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.exceptions import VLLMValidationError
     from vllm.outputs import CompletionOutput, RequestOutput
@@ -69,7 +69,9 @@ class VLLMBackend:
         what vLLM's `gpu_memory_utilization` (a share of the device memory) leaves. On CPU the
         environment variable VLLM_CPU_KVCACHE_SPACE (GiB), when set, wins: vLLM reads it last.
     max_num_seqs: most sequences running at once; None: vLLM's default.
-    max_num_batched_tokens: most tokens computed in one step; None: vLLM's default.
+    max_num_batched_tokens: most tokens computed in one step; None: vLLM's default. On CPU at
+        least the longest sequence: prompts are prefilled in one step there, since vLLM 0.32 on
+        CPU dies when a seeded prompt is split over steps.
     max_model_len: longest sequence, prompt and generation together; None: the model's.
     enforce_eager: run the model eagerly, without torch.compile or CUDA graphs: the engine
         starts sooner (a tiny model on 2 CPU cores: 35 s instead of 105 s) and steps slower.
@@ -100,6 +102,15 @@ class VLLMBackend:
         if device.type == "cpu":
             _check_cpu_kernels(model_dir, block_size)
             kv_cache_gib = CPU_KV_CACHE_GIB if kv_cache_gib is None else kv_cache_gib
+            if "enable_chunked_prefill" not in engine_args:
+                # vLLM 0.32's CPU worker dies ("CPU Generator does not use offset") when a
+                # seeded request's prompt is split over steps: prefill each prompt in one step.
+                engine_args["enable_chunked_prefill"] = False
+                longest = (
+                    max_model_len or AutoConfig.from_pretrained(model_dir).max_position_embeddings
+                )
+                default = SchedulerConfig.DEFAULT_MAX_NUM_BATCHED_TOKENS  # as vLLM does it for MLA
+                max_num_batched_tokens = max(max_num_batched_tokens or default, longest)
         if kv_cache_gib is not None and kv_cache_gib <= 0:
             raise TTSError(f"kv_cache_gib must be > 0, got {kv_cache_gib}")
         sizes = {

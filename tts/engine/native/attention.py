@@ -124,6 +124,7 @@ def _decode_plan(
     block_size: int,
     device: torch.device,
 ) -> DecodePlan:
+    """Group the decode queries by the blocks their tables share from the first one on."""
     by_first_block: dict[int, list[int]] = {}
     for i, table in enumerate(tables):
         by_first_block.setdefault(table[0], []).append(i)
