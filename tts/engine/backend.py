@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from transformers import GenerationConfig
 
+from tts.errors import TTSError
+
 FinishReason = Literal["stop", "length", "abort"]
 
 
@@ -128,6 +130,17 @@ def eos_token_ids(model_dir: str | Path, tokenizer: Any) -> frozenset[int]:
         eos = tokenizer.eos_token_id
     ids = eos if isinstance(eos, list) else [eos]
     return frozenset(i for i in ids if i is not None)
+
+
+def check_prompt_length(num_prompt_tokens: int, max_model_len: int) -> None:
+    """A one-line error for an empty prompt, or one that leaves the model no room to generate."""
+    if num_prompt_tokens == 0:
+        raise TTSError("the prompt is empty")
+    if num_prompt_tokens >= max_model_len:
+        raise TTSError(
+            f"the prompt has {num_prompt_tokens} tokens; the model takes at most "
+            f"{max_model_len - 1} before generating"
+        )
 
 
 def encode_prompt(tokenizer: Any, prompt: str | list[int]) -> list[int]:

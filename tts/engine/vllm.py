@@ -32,6 +32,7 @@ from transformers import AutoConfig, AutoTokenizer
 from tts.engine.backend import (
     Completion,
     SamplingParams,
+    check_prompt_length,
     encode_prompt,
     eos_token_ids,
     truncate_at_stop,
@@ -155,7 +156,7 @@ class VLLMBackend:
         if self._loop.is_closed():
             raise TTSError("the vllm backend is closed")
         prompt_ids = encode_prompt(self.tokenizer, prompt)
-        self._check_fits(len(prompt_ids))
+        check_prompt_length(len(prompt_ids), self.max_model_len)
         work = self._generate(prompt_ids, params)
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
 
@@ -180,15 +181,6 @@ class VLLMBackend:
     async def _shutdown(self) -> None:
         self.engine.shutdown()
         del self.engine  # else AsyncLLM.__del__ runs at interpreter exit, and fails
-
-    def _check_fits(self, num_prompt_tokens: int) -> None:
-        if num_prompt_tokens == 0:
-            raise TTSError("the prompt is empty")
-        if num_prompt_tokens >= self.max_model_len:
-            raise TTSError(
-                f"the prompt has {num_prompt_tokens} tokens; the model takes at most "
-                f"{self.max_model_len - 1} before generating (max_model_len)"
-            )
 
     async def _generate(self, prompt_ids: list[int], params: SamplingParams) -> list[Completion]:
         """On the engine's loop: the n samples as n concurrent one-sample requests."""

@@ -24,6 +24,7 @@ from tts.devices import DEVICE_THREAD
 from tts.engine.backend import (
     Completion,
     SamplingParams,
+    check_prompt_length,
     encode_prompt,
     eos_token_ids,
     truncate_at_stop,
@@ -169,13 +170,7 @@ class NativeBackend:
         self._wake.set()
 
     def _check_fits(self, num_prompt_tokens: int, params: SamplingParams) -> None:
-        if num_prompt_tokens == 0:
-            raise TTSError("the prompt is empty")
-        if num_prompt_tokens >= self.max_model_len:
-            raise TTSError(
-                f"the prompt has {num_prompt_tokens} tokens; the model takes at most "
-                f"{self.max_model_len - 1} before generating"
-            )
+        check_prompt_length(num_prompt_tokens, self.max_model_len)
         longest = min(num_prompt_tokens + params.max_tokens, self.max_model_len)
         blocks = -(-longest // self.config.block_size)
         if blocks > self.scheduler.cache.pool.num_blocks:
