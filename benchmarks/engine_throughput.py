@@ -54,7 +54,6 @@ MODELS = {
         vocab_size=151936,
     ),
 }
-WORKLOADS = ("best_of_16", "step_extension", "batch_decode", "mixed")
 # transformers batches only requests that sample alike: the mixed workload's 64 output lengths
 # would run one request at a time, minutes per model; it is left out for hf unless asked for.
 HF_WORKLOADS = ("best_of_16", "step_extension", "batch_decode")
@@ -123,6 +122,14 @@ async def mixed(backend) -> list[Completion]:
     return [c for completions in results for c in completions]
 
 
+WORKLOADS: dict[str, Workload] = {
+    "best_of_16": best_of_16,
+    "step_extension": step_extension,
+    "batch_decode": batch_decode,
+    "mixed": mixed,
+}
+
+
 def timed(work: Workload, backend, **kwargs) -> tuple[float, list[Completion]]:
     start = time.perf_counter()
     completions = asyncio.run(work(backend, **kwargs))
@@ -188,7 +195,7 @@ def measure(engine: str, folder: Path, args, dtype: str, bandwidth: float) -> di
         for name in args.workloads:
             if engine == "hf" and name not in args.hf_workloads:
                 continue
-            seconds, completions = timed(globals()[name], backend)
+            seconds, completions = timed(WORKLOADS[name], backend)
             generated = sum(len(c.token_ids) for c in completions)
             prompt = sum(c.prompt_tokens for c in completions)
             cached = sum(c.cached_tokens for c in completions)

@@ -1,10 +1,11 @@
 """Llama, Qwen2/Qwen2.5 and Qwen3 dense decoders in plain PyTorch, attending over a paged KV cache.
 
 The modules mirror the Hugging Face ones weight for weight (same parameter names, so a
-checkpoint loads by name) but take a flat batch: every tensor has the tokens of all sequences
-in one step laid end to end on dim 0, and attention alone splits them per sequence. The paged
-attention lives in its own module (`attention.py`), so faster kernels (FlexAttention, Triton)
-can replace it on CUDA without touching the rest.
+checkpoint loads by name, except that q/k/v and gate/up are stacked into one `FusedLinear`
+each, which loading fills from the separate tensors) but take a flat batch: every tensor has
+the tokens of all sequences in one step laid end to end on dim 0, and attention alone splits
+them per sequence. The paged attention lives in its own module (`attention.py`), so faster
+kernels (FlexAttention, Triton) can replace it on CUDA without touching the rest.
 """
 
 from __future__ import annotations
