@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tts import __version__
 from tts.errors import TTSError, invalid_options
@@ -106,6 +108,59 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--dtype", help="float32, bfloat16 or float16")
 
 
+# `tts data` commands that run a model over a problem set: name -> (module, what it makes).
+DATA_JOBS = {
+    "reject": (
+        "tts.data.reject",
+        "a rejection-sampled SFT set: sample --n candidates per problem, keep the verified "
+        "correct ones that pass the filters, at most --keep per problem",
+    ),
+    "difficulty": (
+        "tts.data.difficulty",
+        "each problem's pass rate over --n samples, written into a copy of the dataset",
+    ),
+    "shepherd": (
+        "tts.data.shepherd",
+        "Math-Shepherd process labels: --k completions after each step of --n solutions",
+    ),
+    "pairs": (
+        "tts.data.pairs",
+        "long-to-short preference pairs: the shortest correct candidate against a longer one",
+    ),
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config: type[BaseModel]) -> None:
+    """One flag per field of a pydantic config (`max_tokens` -> `--max-tokens`), documented by
+    the field; values are passed to the config as typed, and pydantic converts and checks them."""
+    for name, field in config.model_fields.items():
+        if name == "options":
+            parser.add_argument(
+                "-o",
+                "--option",
+                dest="options",
+                action="append",
+                type=strategy_option,
+                metavar="KEY=VALUE",
+                help="a strategy option, e.g. -o beam_width=4 (repeatable)",
+            )
+            continue
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action="store_true", help=field.description)
+            continue
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+        default = "" if field.is_required() else f" (default: {field.default})"
+        parser.add_argument(
+            flag,
+            dest=name,
+            required=field.is_required(),
+            choices=choices,
+            metavar=None if choices else name.upper(),
+            help=f"{field.description}{default}",
+        )
+
+
 def add_data(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="make training data")
     kinds = data.add_subparsers(dest="kind", required=True)
@@ -121,6 +176,30 @@ def add_data(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--error-rate", type=float, default=0.3, help="long style: errors per step")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", type=Path, required=True, help="SFT JSON Lines file")
+    for kind, (module, what) in DATA_JOBS.items():
+        job = kinds.add_parser(
+            kind,
+            help=what,
+            description=f"Make {what}. Records are appended to --out as each problem finishes; "
+            "re-running the same command resumes where the last run stopped.",
+        )
+        add_config_flags(job, importlib.import_module(module).JOB.config)
+
+
+def run_data_job(kind: str, values: dict[str, object]) -> None:
+    from tts.data.job import progress_path, run_job
+
+    job = importlib.import_module(DATA_JOBS[kind][0]).JOB
+    given = {k: v for k, v in values.items() if v is not None and v is not False}
+    if "options" in given:
+        given["options"] = dict(given["options"])
+    try:
+        config = job.config(**given)
+    except ValidationError as error:
+        raise invalid_options(f"data {kind} options", error) from None
+    for line in run_job(job, config):
+        print(line)
+    print(f"records: {config.out}  progress: {progress_path(config.out)}")
 
 
 def add_train(commands: argparse._SubParsersAction) -> None:
@@ -162,6 +241,9 @@ def run(args: argparse.Namespace) -> None:
         options = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
         config = load_config(args.config, **options)
         serve(config)
+    elif args.command == "data" and args.kind in DATA_JOBS:
+        values = {k: v for k, v in vars(args).items() if k not in ("command", "kind")}
+        run_data_job(args.kind, values)
     elif args.command == "data":
         from tts.data.synthetic import write_sft
 

@@ -24,7 +24,7 @@ from tts.data.datasets import Problem, load_dataset
 from tts.data.jsonl import RecordWriter, read_records
 from tts.engine import Backend, load
 from tts.errors import TTSError
-from tts.search import SearchResult, make_strategy
+from tts.search import SearchResult, make_strategy, strategy_label
 from tts.search.base import derive_seed
 from tts.search.select import vote
 from tts.verifiers import Scorer, math_equal
@@ -60,11 +60,7 @@ class BenchConfig(BaseModel):
 
     @property
     def label(self) -> str:
-        """The strategy as rows and tables name it: its name, then its options and PRM."""
-        parts = [f"{k}={v}" for k, v in sorted(self.options.items())]
-        if self.prm:
-            parts.append(f"prm={Path(self.prm).name}")
-        return f"{self.strategy}[{','.join(parts)}]" if parts else self.strategy
+        return strategy_label(self.strategy, self.options, self.prm)
 
     def strategy_options(self, n: int, problem_id: str) -> dict[str, Any]:
         return {

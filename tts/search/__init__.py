@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,6 +23,7 @@ __all__ = [
     "StrategyConfig",
     "Usage",
     "make_strategy",
+    "strategy_label",
 ]
 
 # name -> (strategy class, its config class)
@@ -45,3 +47,12 @@ def make_strategy(name: str, **options: Any) -> Strategy:
     except ValidationError as error:
         raise invalid_options(f"options for strategy {name!r}", error) from None
     return strategy_class(config)
+
+
+def strategy_label(name: str, options: dict[str, Any], prm: str | None = None) -> str:
+    """A strategy as results and data records name it: its name, then its options and the
+    name of its PRM folder, e.g. `beam[beam_width=4,prm=Qwen2.5-Math-PRM-7B]`."""
+    parts = [f"{k}={v}" for k, v in sorted(options.items())]
+    if prm:
+        parts.append(f"prm={Path(prm).name}")
+    return f"{name}[{','.join(parts)}]" if parts else name

@@ -96,6 +96,28 @@ def test_samples_fork_from_the_leader_sharing_full_blocks_and_copying_the_last()
     assert scheduler.stats.computed_tokens == 10 + 3
 
 
+def test_the_samples_of_a_request_count_against_max_num_seqs():
+    scheduler = Scheduler(num_blocks=64, block_size=4, max_num_seqs=4, max_num_batched_tokens=64)
+    first = [seq(range(6)) for _ in range(3)]  # one request, n=3
+    second = [seq(range(10, 16)) for _ in range(3)]
+    scheduler.add(first)
+    scheduler.add(second)
+    for _ in range(3):
+        step(scheduler)
+        assert len(scheduler.running) == 3 and len(scheduler.waiting) == 1
+    for s in first:
+        scheduler.finish(s)
+    step(scheduler)  # slots are free: the second request is admitted and forks
+    step(scheduler)
+    assert len(scheduler.running) == 3 and not scheduler.waiting
+    # A request larger than the limit still runs, alone.
+    for s in second:
+        scheduler.finish(s)
+    scheduler.add([seq(range(20, 26)) for _ in range(6)])
+    step(scheduler)
+    assert len(scheduler.running) == 6
+
+
 def test_abort_releases_blocks_at_once_wherever_the_sequence_is():
     scheduler = Scheduler(num_blocks=8, block_size=4, max_num_seqs=1, max_num_batched_tokens=64)
     running, waiting = seq(range(10)), seq(range(20, 30))

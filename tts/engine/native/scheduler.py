@@ -3,8 +3,9 @@
 Every step has a token budget. Running sequences go first, in admission order: a decoding one
 computes its one new token, one still in prefill computes as much of its prompt as the budget
 leaves (chunked prefill, so a long prompt never stalls the decodes). Waiting sequences are then
-admitted while budget and sequence slots last; admission first takes the longest run of cached
-blocks from the prefix cache, so those tokens are never computed again.
+admitted while budget and sequence slots last (a request's n samples take n slots); admission
+first takes the longest run of cached blocks from the prefix cache, so those tokens are never
+computed again.
 
 When a sequence needs a block and the pool has none, the most recently admitted running
 sequence is preempted: its blocks are released (full ones stay cached, so its recompute is
@@ -114,11 +115,17 @@ class Scheduler:
             batch.chunks.append(Chunk(seq, seq.num_computed_tokens, num_tokens))
             budget -= num_tokens
             i += 1
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+        # A leader brings its parked siblings into `running` when they fork: count them as
+        # running already. An empty batch admits anyway, so a request of n > max_num_seqs runs.
+        occupied = sum(self._slots(seq) for seq in self.running)
+        while self.waiting and budget > 0:
             seq = self.waiting[0]
+            if occupied and occupied + self._slots(seq) > self.max_num_seqs:
+                break
             num_tokens = self._admit(seq, budget)
             if num_tokens == 0:
                 break
+            occupied += self._slots(seq)
             self.waiting.popleft()
             self.running.append(seq)
             batch.chunks.append(Chunk(seq, seq.num_computed_tokens, num_tokens))
@@ -143,6 +150,10 @@ class Scheduler:
                 self._fork(leader, seqs[1:])
             for seq, token in zip(seqs, new_tokens):
                 seq.token_ids.append(token)
+
+    def _slots(self, seq: Sequence) -> int:
+        """Sequence slots `seq` takes: itself and, until they fork, its parked siblings."""
+        return 1 + len(self.parked.get(seq.seq_id, ()))
 
     def _blocks_missing(self, seq: Sequence, num_tokens: int) -> int:
         needed = -(-(seq.num_computed_tokens + num_tokens) // self.block_size)
