@@ -252,7 +252,8 @@ def run(args: argparse.Namespace) -> None:
         )
         print(f"{written} new problems in {args.out}")
     elif args.command == "train":
-        from tts.train.sft import load_config, read_yaml, train_sft
+        from tts.train.loop import read_yaml
+        from tts.train.sft import load_config, train_sft
 
         config = load_config(
             args.recipe,

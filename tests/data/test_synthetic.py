@@ -173,7 +173,16 @@ def test_bad_input_is_one_line(tmp_path, args, message):
     assert error.startswith("tts: error: ") and message in error and "\n" not in error
 
 
-@pytest.mark.parametrize("spec", ["synth:chess:1", "synth:arith:9", "synth:arith", "synth:a:b"])
+def test_training_problems_load_as_a_dataset_apart_from_the_eval_set():
+    train = load_dataset("synth:arith:3:50:train")
+    assert [p.id for p in train] == [make_problem("arith", 3, i).id for i in range(50)]
+    assert all(p.metadata == {"task": "arith", "difficulty": 3} for p in train)
+    assert not {p.problem for p in train} & {p.problem for p in load_dataset("synth:arith:3:200")}
+
+
+@pytest.mark.parametrize(
+    "spec", ["synth:chess:1", "synth:arith:9", "synth:arith", "synth:a:b", "synth:arith:3:5:test"]
+)
 def test_bad_dataset_specs_are_one_line(spec):
     with pytest.raises(TTSError) as error:
         load_dataset(spec)

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 from tts.engine import SamplingParams, load
 from tts.errors import TTSError
-from tts.train.sft import SFTConfig, encode_conversation, load_config, lr_at, train_sft
+from tts.train.loop import lr_at
+from tts.train.sft import SFTConfig, encode_conversation, load_config, train_sft
 
 TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
 TINY |= {"intermediate_size": 128, "vocab_size": 400}

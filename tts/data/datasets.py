@@ -6,7 +6,9 @@
   (default: `../shared/data` beside the project checkout);
 - a path to a JSON Lines file with a `problem` (or `question`) and an `answer` per line;
 - `hf:OWNER/NAME[:SPLIT]`, a Hugging Face dataset (needs network and `pip install tts[hub]`);
-- `synth:TASK:DIFFICULTY[:SIZE]`, a fixed eval set of a synthetic task (`tts.data.synthetic`).
+- `synth:TASK:DIFFICULTY[:SIZE]`, a fixed eval set of a synthetic task (`tts.data.synthetic`);
+  `synth:TASK:DIFFICULTY:SIZE:train`, the first SIZE training problems (those `tts data synth`
+  writes with seed 0), for making training data from a model's own samples.
 """
 
 from __future__ import annotations
@@ -108,14 +110,23 @@ def problem_from_row(row: dict[str, Any], default_id: str, where: str) -> Proble
 
 
 def _load_synthetic(spec: str) -> list[Problem]:
-    from tts.data.synthetic import eval_set  # imports this module: loaded on demand
+    from tts.data.synthetic import eval_set, train_problems  # imports this module: on demand
 
     parts = spec.split(":")[1:]
     try:
-        task, difficulty, *size = parts
-        return eval_set(task, int(difficulty), *(int(n) for n in size[:1]))
+        task, level, *rest = parts
+        difficulty = int(level)
+        size, split = (int(rest[0]) if rest else None), (rest[1] if len(rest) > 1 else "eval")
+        if split not in ("eval", "train") or len(rest) > 2 or (split == "train" and size is None):
+            raise ValueError
     except ValueError:
-        raise TTSError(f"expected synth:TASK:DIFFICULTY[:SIZE], got {spec!r}") from None
+        raise TTSError(
+            f"expected synth:TASK:DIFFICULTY[:SIZE] or synth:TASK:DIFFICULTY:SIZE:train, "
+            f"got {spec!r}"
+        ) from None
+    if split == "train":
+        return train_problems(task, difficulty, size)
+    return eval_set(task, difficulty, *([] if size is None else [size]))
 
 
 def _load_hub(spec: str) -> list[Problem]:

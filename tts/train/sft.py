@@ -6,36 +6,26 @@ conversation is rendered with the model's chat template and the loss falls on th
 Batches are padded; AdamW with linear warmup then cosine decay; gradient accumulation.
 
 With `eval_dataset` set, every `eval_every` steps the checkpoint is scored greedily through the
-native engine (the accuracy goes to the log). Every `save_every` steps the loop writes
-`OUT/checkpoint/`: a Hugging Face folder (safetensors, tokenizer) plus `trainer_state.pt`
-(optimizer, step, RNG state, config), replaced atomically.
-Running the same command again resumes from it, and because the data order is a function of
-(seed, epoch) and the RNG state is restored, the resumed run ends where an uninterrupted one does.
+native engine (the accuracy goes to the log). Checkpoints, resuming and the log are the shared
+loop's (`tts.train.loop`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
-import random
-import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from tts.data.jsonl import RecordWriter, iter_jsonl, read_records
-from tts.devices import resolve_device, resolve_dtype
+from tts.data.jsonl import iter_jsonl
 from tts.engine.tiny import CONFIG_CLASSES, build_tokenizer
 from tts.errors import TTSError, invalid_options
+from tts.train.loop import LoopConfig, read_yaml, resume_state, run_loop, save
 
 
 class ModelInit(BaseModel):
@@ -66,53 +56,24 @@ class SynthData(BaseModel):
     seed: int = Field(0, description="problem seed")
 
 
-class SFTConfig(BaseModel):
-    """One SFT run. Units: steps are optimizer steps; batch_size counts sequences."""
-
-    model_config = ConfigDict(extra="forbid")
+class SFTConfig(LoopConfig):
+    """One SFT run (the loop's settings are `LoopConfig`'s)."""
 
     data: Path = Field(description="SFT JSON Lines file")
     synth: list[SynthData] = Field([], description="synthetic problems appended to data first")
-    out: Path = Field(description="output folder: checkpoint/, final/, log.jsonl")
     model: Path | None = Field(None, description="Hugging Face folder to fine-tune")
     init: ModelInit | None = Field(None, description="or: a new model from these sizes")
-    max_steps: int = Field(1000, ge=1, description="optimizer steps")
-    batch_size: int = Field(16, ge=1, description="sequences per micro-batch")
-    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    max_length: int = Field(512, ge=8, description="longer conversations are cut to this")
-    lr: float = Field(1e-3, gt=0, description="peak learning rate")
-    min_lr: float = Field(1e-4, ge=0, description="learning rate at the end of the cosine")
-    warmup_steps: int = Field(50, ge=0, description="linear warmup steps")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
-    grad_clip: float = Field(1.0, gt=0, description="max gradient norm")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="training precision")
-    device: str | None = Field(None, description="torch device; default cuda if present")
-    save_every: int = Field(100, ge=1, description="steps between checkpoints")
     eval_dataset: str | None = Field(
         None, description="scored greedily every eval_every steps, e.g. synth:arith:3:100"
     )
     eval_every: int = Field(500, ge=1, description="steps between evaluations")
     eval_max_tokens: int = Field(256, ge=1, description="most tokens per eval answer")
-    log_every: int = Field(10, ge=1, description="steps between log lines")
-    seed: int = Field(0, description="data order, initialisation and dropout")
 
     @model_validator(mode="after")
     def _one_start(self) -> SFTConfig:
         if (self.model is None) == (self.init is None):
             raise ValueError("give exactly one of model (a folder) and init (a new model)")
         return self
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as error:
-        raise TTSError(f"cannot read {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        raise TTSError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(values, dict):
-        raise TTSError(f"{path} should hold a mapping of settings")
-    return values
 
 
 def load_config(path: str | Path, **overrides: Any) -> SFTConfig:
@@ -126,14 +87,6 @@ def load_config(path: str | Path, **overrides: Any) -> SFTConfig:
         return SFTConfig(**(values | given))
     except ValidationError as error:
         raise invalid_options(f"SFT config {path}", error) from None
-
-
-def lr_at(step: int, config: SFTConfig) -> float:
-    """Linear warmup to lr, then cosine decay to min_lr at max_steps."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(config.max_steps - config.warmup_steps, 1)
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
 def encode_conversation(
@@ -206,23 +159,6 @@ def build_model(config: SFTConfig, conversations: list[list[dict[str, str]]]):
     return AutoModelForCausalLM.from_config(model_config), tokenizer
 
 
-def batches(examples: list[tuple[list[int], list[int]]], config: SFTConfig, step: int):
-    """The micro-batch examples of optimizer step `step`: epoch order from (seed, epoch)."""
-    per_step = config.batch_size * config.grad_accum
-    start = step * per_step
-    epoch, offset = divmod(start, len(examples))
-    order = list(range(len(examples)))
-    random.Random(config.seed * 100_003 + epoch).shuffle(order)
-    picked = []
-    while len(picked) < per_step:
-        if offset == len(order):
-            epoch, offset = epoch + 1, 0
-            random.Random(config.seed * 100_003 + epoch).shuffle(order)
-        picked.append(examples[order[offset]])
-        offset += 1
-    return [picked[i : i + config.batch_size] for i in range(0, per_step, config.batch_size)]
-
-
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device):
     width = max(len(ids) for ids, _ in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -235,18 +171,6 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, device: torch
             1,
         )
     return ids.to(device), labels.to(device), mask.to(device)
-
-
-def save(model, tokenizer, folder: Path, state: dict[str, Any] | None = None) -> None:
-    """Write a Hugging Face folder (plus trainer state) atomically: a kill never leaves half."""
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    if state is not None:
-        torch.save(state, partial / "trainer_state.pt")
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
 
 
 def evaluate(folder: Path, config: SFTConfig) -> float:
@@ -272,8 +196,6 @@ def evaluate(folder: Path, config: SFTConfig) -> float:
 
 def train_sft(config: SFTConfig) -> Path:
     """Train (or resume); return the final model folder."""
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
     if config.synth:
         from tts.data.synthetic import write_sft
 
@@ -281,83 +203,35 @@ def train_sft(config: SFTConfig) -> Path:
         for spec in config.synth:
             write_sft(config.data, **spec.model_dump())
     conversations = read_conversations(config.data)
-    checkpoint = config.out / "checkpoint"
-    resumed = (checkpoint / "trainer_state.pt").exists()
-    if resumed:
-        state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
-        if state["config"] != config.model_dump(mode="json"):
-            raise TTSError(f"{checkpoint} was made with another config; use another --out")
+    state = resume_state(config)
+    if state is not None:
+        checkpoint = config.out / "checkpoint"
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     else:
         model, tokenizer = build_model(config, conversations)
-    model.to(device).train()
     examples = [encode_conversation(tokenizer, m, config.max_length) for m in conversations]
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-        betas=(0.9, 0.95),
-    )
-    step = 0
-    if resumed:
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        step = state["step"]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    config.out.mkdir(parents=True, exist_ok=True)
-    log_path = config.out / "log.jsonl"
-    # Lines logged after the checkpoint we resume from will be logged again: drop them.
-    kept = [r for r in read_records(log_path) if r["step"] <= step]
-    log_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in kept))
-    log = RecordWriter(log_path)
-    bar = tqdm(total=config.max_steps, initial=step, desc="sft", unit="step")
-    tokens, started = 0, time.perf_counter()
-    while step < config.max_steps:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config)
-        total = 0.0
-        for micro in batches(examples, config, step):
-            ids, labels, mask = collate(micro, pad_id, device)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            (loss / config.grad_accum).backward()
-            total += loss.item() / config.grad_accum
-            tokens += int(mask.sum())
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        bar.update()
-        bar.set_postfix(loss=f"{total:.3f}")
-        if step % config.log_every == 0 or step == config.max_steps:
-            rate = tokens / (time.perf_counter() - started)
-            log.write(
-                {
-                    "step": step,
-                    "loss": total,
-                    "lr": lr_at(step - 1, config),
-                    "grad_norm": float(norm),
-                    "tokens_per_s": rate,
-                }
-            )
-        evaluate_now = config.eval_dataset is not None and step % config.eval_every == 0
-        if step % config.save_every == 0 or step == config.max_steps or evaluate_now:
-            state = {
-                "optimizer": optimizer.state_dict(),
-                "step": step,
-                "rng": torch.get_rng_state(),
-                "config": config.model_dump(mode="json"),
-            }
-            save(model, tokenizer, checkpoint, state)
-        if evaluate_now:
-            log.write({"step": step, "eval_accuracy": evaluate(checkpoint, config)})
-    bar.close()
-    log.close()
+
+    def loss_of(model, micro, device):
+        ids, labels, mask = collate(micro, pad_id, device)
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss, int(mask.sum())
+
+    def accuracy(model) -> dict[str, float]:
+        return {"eval_accuracy": evaluate(config.out / "checkpoint", config)}
+
+    evaluating = config.eval_dataset is not None
+    run_loop(
+        config,
+        model,
+        tokenizer,
+        examples,
+        loss_of,
+        state,
+        "sft",
+        accuracy if evaluating else None,
+        config.eval_every,
+    )
     final = config.out / "final"
     save(model, tokenizer, final)
     (final / "training.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))

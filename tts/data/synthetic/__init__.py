@@ -156,6 +156,18 @@ def eval_set(task: str, difficulty: int, size: int = EVAL_SIZE) -> list[Problem]
     ]
 
 
+def train_problems(task: str, difficulty: int, size: int, seed: int = 0) -> list[Problem]:
+    """Training problems 0..size-1 of (task, difficulty, seed), as `Problem`s with the ids
+    `write_sft` gives them: the problems of an SFT set, without their solutions."""
+    _task(task, difficulty)
+    if size < 1:
+        raise TTSError(f"a problem set needs at least 1 problem, got {size}")
+    made = (make_problem(task, difficulty, i, seed) for i in range(size))
+    return [
+        Problem(p.id, p.problem, p.answer, {"task": task, "difficulty": difficulty}) for p in made
+    ]
+
+
 def _is_eval(key: str) -> bool:
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") < EVAL_SHARE * 2**64
