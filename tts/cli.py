@@ -202,21 +202,43 @@ def run_data_job(kind: str, values: dict[str, object]) -> None:
     print(f"records: {config.out}  progress: {progress_path(config.out)}")
 
 
+def add_loop(
+    loops: argparse._SubParsersAction, name: str, what: str, description: str
+) -> argparse.ArgumentParser:
+    """A training command: a YAML recipe, and the overrides every loop takes."""
+    loop = loops.add_parser(
+        name,
+        help=what,
+        description=f"{description} Running the same command again resumes from OUT/checkpoint.",
+    )
+    loop.add_argument("--recipe", type=Path, required=True, help="YAML recipe")
+    loop.add_argument("--out", type=Path, help="override the recipe's output folder")
+    loop.add_argument("--max-steps", type=int, help="override the recipe's max_steps")
+    loop.add_argument("--device", help="torch device (default: cuda if present, else cpu)")
+    return loop
+
+
 def add_train(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="training loops")
     loops = train.add_subparsers(dest="loop", required=True)
-    sft = loops.add_parser(
+    sft = add_loop(
+        loops,
         "sft",
-        help="supervised fine-tuning on chat data (the SFT format)",
-        description="Train with a YAML recipe (see configs/recipes/). Running the same command "
-        "again resumes from OUT/checkpoint.",
+        "supervised fine-tuning on chat data (the SFT format)",
+        "Train with a YAML recipe (see configs/recipes/).",
     )
-    sft.add_argument("--recipe", type=Path, required=True, help="YAML SFT config")
-    sft.add_argument("--out", type=Path, help="override the recipe's output folder")
-    sft.add_argument("--max-steps", type=int, help="override the recipe's max_steps")
     sft.add_argument("--model", type=Path, help="fine-tune this Hugging Face folder instead")
     sft.add_argument("--init", type=Path, help="or train a new model of these sizes (YAML)")
-    sft.add_argument("--device", help="torch device (default: cuda if present, else cpu)")
+    prm = add_loop(
+        loops,
+        "prm",
+        "a process reward model from stepwise labels (tts data shepherd)",
+        "Train a token-classification PRM with a YAML recipe (see configs/recipes/prm.yaml); "
+        "OUT/final loads as --prm.",
+    )
+    prm.add_argument("--data", type=Path, help="override the recipe's stepwise-label file")
+    prm.add_argument("--model", help="backbone: a causal LM folder or builtin")
+    prm.add_argument("--targets", choices=["hard", "soft"], help="train on labels or scores")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -251,6 +273,12 @@ def run(args: argparse.Namespace) -> None:
             args.out, args.task, args.difficulty, args.n, args.style, args.seed, args.error_rate
         )
         print(f"{written} new problems in {args.out}")
+    elif args.command == "train" and args.loop == "prm":
+        from tts.train.prm import load_config, train_prm
+
+        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "loop", "recipe")}
+        for key, value in train_prm(load_config(args.recipe, **overrides)).items():
+            print(f"{key}: {value}")
     elif args.command == "train":
         from tts.train.loop import read_yaml
         from tts.train.sft import load_config, train_sft

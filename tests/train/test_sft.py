@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from safetensors.torch import load_file
 
+from tests.train.resume import assert_same_weights, kill_after_a_checkpoint
 from tts.engine import SamplingParams, load
 from tts.errors import TTSError
 from tts.train.loop import lr_at
@@ -87,30 +81,12 @@ def test_learning_rate_warms_up_then_decays():
 def test_killed_training_resumes_to_the_same_weights(tmp_path, data):
     train_sft(load_config(recipe(tmp_path / "a", data)))
     killed_recipe = recipe(tmp_path / "b", data)
-    code = (
-        "from tts.train.sft import load_config, train_sft; import sys; "
-        "train_sft(load_config(sys.argv[1]))"
+    stopped_at = kill_after_a_checkpoint(
+        "tts.train.sft", "train_sft", killed_recipe, tmp_path / "b" / "out"
     )
-    victim = subprocess.Popen(
-        [sys.executable, "-c", code, str(killed_recipe)],
-        env={**os.environ, "TQDM_DISABLE": "1"},
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    state = tmp_path / "b" / "out" / "checkpoint" / "trainer_state.pt"
-    deadline = time.monotonic() + 120
-    while not state.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    stopped_at = torch.load(state, weights_only=True)["step"]
     assert 3 <= stopped_at < 12
     train_sft(load_config(killed_recipe))
-    a = load_file(tmp_path / "a" / "out" / "final" / "model.safetensors")
-    b = load_file(tmp_path / "b" / "out" / "final" / "model.safetensors")
-    assert a.keys() == b.keys()
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert_same_weights(tmp_path / "a" / "out" / "final", tmp_path / "b" / "out" / "final")
     steps = [json.loads(x)["step"] for x in (tmp_path / "b/out/log.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 13))  # no step logged twice
 

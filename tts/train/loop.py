@@ -21,14 +21,15 @@ from typing import Any, Literal, TypeVar
 import orjson
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
 from tts.data.jsonl import RecordWriter, read_records
 from tts.devices import resolve_device, resolve_dtype
-from tts.errors import TTSError
+from tts.errors import TTSError, invalid_options
 
 Example = TypeVar("Example")
+Config = TypeVar("Config", bound="LoopConfig")
 
 
 class LoopConfig(BaseModel):
@@ -63,6 +64,24 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise TTSError(f"{path} should hold a mapping of settings")
     return values
+
+
+def load_recipe(
+    config_class: type[Config],
+    path: str | Path,
+    overrides: dict[str, Any],
+    replaced_together: tuple[str, ...] = (),
+) -> Config:
+    """A config from a YAML recipe with command-line overrides on top (None means not given).
+    Overriding any field of `replaced_together` drops the recipe's values of all of them."""
+    values = read_yaml(path)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.keys() & set(replaced_together):
+        values = {k: v for k, v in values.items() if k not in replaced_together}
+    try:
+        return config_class(**(values | given))
+    except ValidationError as error:
+        raise invalid_options(f"{config_class.__name__} recipe {path}", error) from None
 
 
 def lr_at(step: int, config: LoopConfig) -> float:

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from tts.data.jsonl import iter_jsonl
 from tts.engine.tiny import CONFIG_CLASSES, build_tokenizer
-from tts.errors import TTSError, invalid_options
-from tts.train.loop import LoopConfig, read_yaml, resume_state, run_loop, save
+from tts.errors import TTSError
+from tts.train.loop import LoopConfig, load_recipe, resume_state, run_loop, save
 
 
 class ModelInit(BaseModel):
@@ -79,14 +79,7 @@ class SFTConfig(LoopConfig):
 def load_config(path: str | Path, **overrides: Any) -> SFTConfig:
     """An SFTConfig from a YAML recipe, with command-line overrides on top (a given `model` or
     `init` replaces the recipe's choice of starting point)."""
-    values = read_yaml(path)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if "model" in given or "init" in given:
-        values = {k: v for k, v in values.items() if k not in ("model", "init")}
-    try:
-        return SFTConfig(**(values | given))
-    except ValidationError as error:
-        raise invalid_options(f"SFT config {path}", error) from None
+    return load_recipe(SFTConfig, path, overrides, replaced_together=("model", "init"))
 
 
 def encode_conversation(

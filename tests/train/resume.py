@@ -1,0 +1,42 @@
+"""Killing a training run in a subprocess once it has checkpointed, and comparing weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+def kill_after_a_checkpoint(module: str, train: str, recipe: Path, out: Path) -> int:
+    """Run `module.train(module.load_config(recipe))` in a subprocess, SIGKILL it as soon as
+    `out/checkpoint` exists, and return the step that checkpoint holds."""
+    code = (
+        f"from {module} import load_config, {train}; import sys; {train}(load_config(sys.argv[1]))"
+    )
+    victim = subprocess.Popen(
+        [sys.executable, "-c", code, str(recipe)],
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    state = out / "checkpoint" / "trainer_state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    return torch.load(state, weights_only=True)["step"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    """The two model folders hold the same tensors (to float32 rounding)."""
+    first, second = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.allclose(first[k], second[k], atol=1e-6) for k in first)

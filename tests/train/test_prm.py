@@ -1,0 +1,126 @@
+"""`tts train prm` end to end on the built-in model's backbone: stepwise labels made from the
+synthetic task (right steps, and a slipped step with everything after it labelled wrong), real
+checkpoints, a kill and a resume, and the result loaded back as a search scorer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.train.resume import assert_same_weights, kill_after_a_checkpoint
+from tts.data.synthetic import arith, make_problem
+from tts.errors import TTSError
+from tts.train.prm import auroc, load_config, train_prm
+from tts.verifiers import load_scorer
+
+
+@pytest.fixture(scope="module")
+def labels(tmp_path_factory) -> Path:
+    """60 solutions: half right throughout, half with one slipped step and all after it wrong."""
+    rng = random.Random(0)
+    lines = []
+    for i in range(60):
+        problem = make_problem("arith", 3, i)
+        steps = arith.solution_steps(problem.instance)
+        good = [True] * (len(steps) + 1)
+        if i % 2:
+            j = rng.randrange(len(steps))
+            expression = problem.instance
+            for _ in range(j):
+                expression = expression.reduce()[-1]
+            steps[j] = arith.wrong_step(rng, expression)
+            good = [k < j for k in range(len(steps) + 1)]
+        steps.append(f"The answer is \\boxed{{{problem.answer if not i % 2 else 0}}}.")
+        record = {
+            "prompt": problem.problem,
+            "completions": steps,
+            "labels": good,
+            "scores": [0.9 if g else 0.1 for g in good],
+            "meta": {"problem_id": problem.id},
+        }
+        lines.append(json.dumps(record))
+    path = tmp_path_factory.mktemp("prm") / "labels.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def recipe(folder: Path, data: Path, **overrides) -> Path:
+    values = {"data": str(data), "out": str(folder / "out"), "max_steps": 12, "batch_size": 8}
+    values |= {"lr": 1e-3, "warmup_steps": 2, "save_every": 3, "log_every": 1}
+    values |= {"eval_share": 0.3, "eval_every": 6}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values | overrides))
+    return path
+
+
+def log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "out" / "log.jsonl").read_text().splitlines()]
+
+
+def test_auroc_counts_ties_half_and_needs_both_classes():
+    labels = np.array([True, True, False, False])
+    assert auroc(labels, np.array([0.9, 0.8, 0.2, 0.1])) == 1.0
+    assert auroc(labels, np.array([0.1, 0.2, 0.8, 0.9])) == 0.0
+    assert auroc(labels, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
+    assert auroc(labels, np.array([0.9, 0.4, 0.4, 0.1])) == 0.875
+    assert np.isnan(auroc(np.array([True, True]), np.array([0.1, 0.2])))
+
+
+def test_training_learns_and_the_result_loads_as_a_scorer(tmp_path, labels, capsys):
+    from tts.cli import main
+
+    main(["train", "prm", "--recipe", str(recipe(tmp_path, labels, max_steps=30))])
+    printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
+    final = Path(printed["final"])
+    report = json.loads((final / "eval.json").read_text())
+    assert report["eval_steps"] > 0 and 0.3 < report["train_good_share"] < 0.9
+    assert 0 <= report["eval_auroc"] <= 1 and float(printed["eval_auroc"]) == report["eval_auroc"]
+    losses = [r["loss"] for r in log(tmp_path) if "loss" in r]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert any("eval_auroc" in r for r in log(tmp_path))
+    scorer = load_scorer(final, device="cpu")
+    problem = make_problem("arith", 3, 0)
+    steps = arith.solution_steps(problem.instance)
+    scores = asyncio.run(scorer.score(problem.problem, steps))
+    assert len(scores) == len(steps) and all(0 < s < 1 for s in scores)
+
+
+def test_soft_targets_train_on_the_scores(tmp_path, labels):
+    result = train_prm(load_config(recipe(tmp_path, labels, targets="soft", max_steps=3)))
+    assert Path(result["final"], "prm_config.json").exists()
+    no_scores = tmp_path / "no_scores.jsonl"
+    rows = [json.loads(line) for line in labels.read_text().splitlines()]
+    no_scores.write_text("".join(json.dumps({**r, "scores": None}) + "\n" for r in rows))
+    with pytest.raises(TTSError, match="line 1: expected prompt, completions .* one scores"):
+        train_prm(load_config(recipe(tmp_path / "b", no_scores, targets="soft")))
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path, labels):
+    train_prm(load_config(recipe(tmp_path / "a", labels)))
+    killed_recipe = recipe(tmp_path / "b", labels)
+    stopped_at = kill_after_a_checkpoint(
+        "tts.train.prm", "train_prm", killed_recipe, tmp_path / "b" / "out"
+    )
+    assert 3 <= stopped_at < 12
+    train_prm(load_config(killed_recipe))
+    assert_same_weights(tmp_path / "a" / "out" / "final", tmp_path / "b" / "out" / "final")
+    steps = [r["step"] for r in log(tmp_path / "b") if "loss" in r]
+    assert steps == list(range(1, 13))  # no step logged twice
+
+
+def test_bad_input_is_named(tmp_path, labels):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "completions": ["a", "b"], "labels": [true]}\n')
+    with pytest.raises(TTSError, match="bad.jsonl, line 1: expected prompt"):
+        train_prm(load_config(recipe(tmp_path, bad)))
+    with pytest.raises(TTSError, match="eval_share"):
+        load_config(recipe(tmp_path, labels, eval_share=1.5))
+    with pytest.raises(TTSError, match="model folder not found"):
+        train_prm(load_config(recipe(tmp_path / "c", labels, model="/no/model")))

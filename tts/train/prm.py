@@ -1,0 +1,208 @@
+"""Process reward model training on stepwise labels, in the format `tts.verifiers` loads.
+
+Data: TRL's stepwise-supervision JSON Lines, as `tts data shepherd` writes it: `{"prompt",
+"completions": [step, ...], "labels": [bool, ...], "scores": [float, ...]}` (scores optional).
+Model: a two-label token-classification head on a causal backbone (`AutoModelForTokenClassification`
+over a causal LM folder keeps the backbone and adds a new `score` head); the built-in model's
+backbone by default. Input: exactly what the scorer builds at search time,
+`tts.verifiers.prm_token.encode_stepwise` (TRL's `PRMTrainer.tokenize_row`: the problem, then each
+step followed by `step_separator`), so train and test never disagree on where a step ends.
+
+Loss: only at the token that ends each step. Hard targets: cross-entropy against the label;
+soft targets: cross-entropy against (1 - s, s), s the step's Math-Shepherd soft estimate (Wang
+et al., 2024, Sec. 3.3, eq. 5; the paper trains on hard labels, soft ones are its ablation).
+
+Held out: `eval_share` of the problems (by `meta.problem_id`, else the prompt), never of the
+records, so steps of one problem never sit on both sides. Every `eval_every` steps and at the end
+the log gets the step-level AUROC (P(good) against the hard labels) and accuracy at 0.5.
+`OUT/final/` is a Hugging Face folder with `prm_config.json`, which `--prm OUT/final` loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from tts.data.jsonl import iter_jsonl
+from tts.engine import resolve_model
+from tts.errors import TTSError
+from tts.train.loop import LoopConfig, load_recipe, resume_state, run_loop, save
+from tts.verifiers.prm import PRM_CONFIG
+from tts.verifiers.prm_token import encode_stepwise
+
+# One example: token ids, the positions that end each step, the target at each (P(good)).
+Example = tuple[list[int], list[int], list[float]]
+
+
+class PRMConfig(LoopConfig):
+    """One PRM run (the loop's settings are `LoopConfig`'s)."""
+
+    data: Path = Field(description="stepwise-label JSON Lines (tts data shepherd)")
+    model: str = Field("builtin", description="causal LM folder whose backbone gets the head")
+    targets: Literal["hard", "soft"] = Field("hard", description="train on labels or scores")
+    step_separator: str = Field("\n\n", min_length=1, description="text after each step")
+    eval_share: float = Field(0.1, ge=0, lt=1, description="problems held out for eval")
+    eval_every: int = Field(200, ge=1, description="steps between evaluations")
+
+
+def load_config(path: str | Path, **overrides: object) -> PRMConfig:
+    """A PRMConfig from a YAML recipe, with command-line overrides on top."""
+    return load_recipe(PRMConfig, path, overrides)
+
+
+def read_stepwise(path: Path, targets: str) -> list[tuple[str, str, list[str], list[float]]]:
+    """(problem key, prompt, steps, targets) per record; a malformed line is a one-line error."""
+    rows = []
+    for number, row in iter_jsonl(path):
+        prompt, steps, labels = row.get("prompt"), row.get("completions"), row.get("labels")
+        scores = row.get("scores") if targets == "soft" else labels
+        if (
+            not isinstance(prompt, str)
+            or not isinstance(steps, list)
+            or not steps
+            or not all(isinstance(step, str) for step in steps)
+            or not isinstance(scores, list)
+            or len(scores) != len(steps)
+        ):
+            wanted = "scores" if targets == "soft" else "labels"
+            raise TTSError(
+                f"{path}, line {number}: expected prompt, completions [step, ...] and one "
+                f"{wanted} entry per step"
+            )
+        key = (row.get("meta") or {}).get("problem_id", prompt)
+        rows.append((key, prompt, steps, [float(s) for s in scores]))
+    if not rows:
+        raise TTSError(f"{path} has no labelled solutions")
+    return rows
+
+
+def held_out(key: str, share: float) -> bool:
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < share * 2**64
+
+
+def encode(tokenizer, prompt: str, steps: list[str], targets: list[float], config: PRMConfig):
+    """One example, cut to max_length (steps that end beyond it lose their target)."""
+    ids, positions = encode_stepwise(tokenizer, prompt, steps, config.step_separator)
+    kept = [(p, t) for p, t in zip(positions, targets) if p < config.max_length]
+    return ids[: config.max_length], [p for p, _ in kept], [t for _, t in kept]
+
+
+def collate(batch: list[Example], pad_id: int, device: torch.device):
+    """Padded ids and mask, and (row, column, target) of every labelled position."""
+    width = max(len(ids) for ids, _, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    rows, cols, targets = [], [], []
+    for row, (seq, positions, values) in enumerate(batch):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+        rows += [row] * len(positions)
+        cols += positions
+        targets += values
+    tensors = (ids, mask, torch.tensor(rows), torch.tensor(cols), torch.tensor(targets))
+    return tuple(t.to(device) for t in tensors)
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve, as the Mann-Whitney U statistic over average ranks (ties
+    count half); NaN when one class is missing. Hand-written: scikit-learn for one function
+    would be a heavy dependency."""
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if not positives or not negatives:
+        return float("nan")
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2
+    ranks = average_rank[inverse]
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+@torch.no_grad()
+def step_metrics(model, examples: list[Example], pad_id: int, batch_size: int) -> dict[str, float]:
+    """Step-level AUROC and accuracy at 0.5 of P(good) against the hard labels."""
+    device = next(model.parameters()).device
+    probabilities, labels = [], []
+    for start in range(0, len(examples), batch_size):
+        ids, mask, rows, cols, targets = collate(
+            examples[start : start + batch_size], pad_id, device
+        )
+        logits = model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
+        probabilities.append(logits.softmax(dim=-1)[:, 1].cpu().numpy())
+        labels.append(targets.cpu().numpy() > 0)  # a soft target above 0 is a hard "good"
+    p, y = np.concatenate(probabilities), np.concatenate(labels)
+    return {"eval_auroc": auroc(y, p), "eval_accuracy": float(((p >= 0.5) == y).mean())}
+
+
+def train_prm(config: PRMConfig) -> dict[str, object]:
+    """Train (or resume); return the final folder, the class balance and the last metrics."""
+    rows = read_stepwise(config.data, config.targets)
+    state = resume_state(config)
+    if state is not None:
+        source = config.out / "checkpoint"
+        model = AutoModelForTokenClassification.from_pretrained(source, dtype=torch.float32)
+    else:
+        source = resolve_model(config.model)
+        torch.manual_seed(config.seed)  # the new head's initialisation
+        model = AutoModelForTokenClassification.from_pretrained(
+            source, num_labels=2, dtype=torch.float32
+        )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.config.pad_token_id = pad_id
+    train, evaluation = [], []
+    for key, prompt, steps, targets in rows:
+        side = evaluation if held_out(key, config.eval_share) else train
+        side.append(encode(tokenizer, prompt, steps, targets, config))
+    train = [example for example in train if example[1]]
+    if not train:
+        raise TTSError(f"{config.data}: no labelled steps left to train on")
+    # Eval always scores against hard labels: a step is good when its target is above 0.
+    evaluation = [(ids, p, [float(t > 0) for t in ts]) for ids, p, ts in evaluation if p]
+    targets = [t for _, _, ts in train for t in ts]
+    balance = {
+        "train_solutions": len(train),
+        "train_steps": len(targets),
+        "train_good_share": sum(t > 0 for t in targets) / len(targets),
+        "eval_solutions": len(evaluation),
+        "eval_steps": sum(len(p) for _, p, _ in evaluation),
+    }
+
+    def loss_of(model, micro: list[Example], device: torch.device):
+        ids, mask, rows, cols, targets = collate(micro, pad_id, device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
+        if config.targets == "hard":
+            loss = torch.nn.functional.cross_entropy(logits, (targets > 0.5).long())
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, torch.stack([1 - targets, targets], 1))
+        return loss, int(mask.sum())
+
+    def metrics(model) -> dict[str, float]:
+        return step_metrics(model, evaluation, pad_id, config.batch_size)
+
+    run_loop(
+        config,
+        model,
+        tokenizer,
+        train,
+        loss_of,
+        state,
+        "prm",
+        metrics if evaluation else None,
+        config.eval_every,
+    )
+    final = config.out / "final"
+    save(model, tokenizer, final)
+    prm_config = {"format": "token_classification", "step_separator": config.step_separator}
+    (final / PRM_CONFIG).write_text(json.dumps(prm_config, indent=2))
+    (final / "training.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    model.eval()
+    result = balance | (metrics(model) if evaluation else {})
+    (final / "eval.json").write_text(json.dumps(result, indent=2))
+    return {"final": str(final), **result}
