@@ -37,6 +37,30 @@ def strategy_option(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value) if value.strip() else value
 
 
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags `tts bench` and `tts compare` share: model, data, budgets, sampling, output."""
+    parser.add_argument(
+        "--model", default="builtin", help="Hugging Face model folder (default: builtin)"
+    )
+    parser.add_argument(
+        "--backend",
+        default="native",
+        help="native (default), hf (transformers, the reference) or vllm",
+    )
+    parser.add_argument("--dataset", default="math500", help="name, .jsonl path or hf:OWNER/NAME")
+    parser.add_argument("--prm", help="process reward model folder (best_of_n, beam, dvts, mcts)")
+    parser.add_argument("--n", dest="ns", type=budgets, default=[1, 4, 16], help="e.g. 1,4,16")
+    parser.add_argument("--limit", type=int, help="first LIMIT problems only")
+    parser.add_argument("--max-tokens", type=int, default=1024, help="per completion")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=32, help="rows solved at once")
+    parser.add_argument("--device", help="torch device (default: cuda if present, else cpu)")
+    parser.add_argument("--dtype", help="float32, bfloat16 or float16")
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+
+
 def add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser(
         "bench",
@@ -44,15 +68,7 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
         description="Run a strategy over a dataset at each budget n and print an accuracy table. "
         "Re-running with the same --out resumes where the last run stopped.",
     )
-    bench.add_argument(
-        "--model", default="builtin", help="Hugging Face model folder (default: builtin)"
-    )
-    bench.add_argument(
-        "--backend",
-        default="native",
-        help="native (default), hf (transformers, the reference) or vllm",
-    )
-    bench.add_argument("--dataset", default="math500", help="name, .jsonl path or hf:OWNER/NAME")
+    add_run_flags(bench)
     bench.add_argument("--strategy", default="majority", help=f"one of {', '.join(STRATEGIES)}")
     bench.add_argument(
         "-o",
@@ -64,19 +80,27 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a strategy option, e.g. -o beam_width=4 -o aggregation=min (repeatable)",
     )
-    bench.add_argument("--prm", help="process reward model folder (best_of_n, beam, dvts, mcts)")
-    bench.add_argument("--n", dest="ns", type=budgets, default=[1, 4, 16], help="e.g. 1,4,16")
-    bench.add_argument("--limit", type=int, help="first LIMIT problems only")
-    bench.add_argument("--max-tokens", type=int, default=1024, help="per completion")
-    bench.add_argument("--temperature", type=float, default=0.7)
-    bench.add_argument("--top-p", type=float, default=1.0)
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--concurrency", type=int, default=32, help="rows solved at once")
-    bench.add_argument("--device", help="torch device (default: cuda if present, else cpu)")
-    bench.add_argument("--dtype", help="float32, bfloat16 or float16")
-    bench.add_argument("--out", type=Path, required=True, help="output folder")
     bench.add_argument(
         "--plot", action="store_true", help="draw accuracy against tokens to OUT/accuracy.png"
+    )
+
+
+def add_compare(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="several strategies at the same budgets: accuracy against tokens and time",
+        description="Run each --strategy at each budget n over one dataset and draw accuracy "
+        "against generated tokens and wall time for all of them in OUT/compare.png, with the "
+        "table in OUT/compare.md and compare.json. Re-running with the same --out resumes.",
+    )
+    add_run_flags(compare)
+    compare.add_argument(
+        "--strategy",
+        dest="strategies",
+        action="append",
+        required=True,
+        metavar="NAME[:KEY=VALUE,...]",
+        help="a strategy and its options, e.g. majority or beam:beam_width=4 (repeatable)",
     )
 
 
@@ -255,6 +279,20 @@ def run(args: argparse.Namespace) -> None:
         print(f"results: {config.out / 'results.jsonl'}  summary: {config.out / 'summary.json'}")
         if config.plot:
             print(f"figure: {config.out / 'accuracy.png'}")
+    elif args.command == "compare":
+        from tts.bench import BenchConfig, format_table
+        from tts.bench.compare import run_compare
+
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "strategies")}
+        try:
+            base = BenchConfig(**options)
+        except ValidationError as error:
+            raise invalid_options("compare options", error) from None
+        result = run_compare(base, args.strategies)
+        print(format_table(result["rows"]))
+        for line in result["skipped"]:
+            print(f"skipped: {line}")
+        print(f"figure: {base.out / 'compare.png'}  table: {base.out / 'compare.md'}")
     elif args.command == "serve":
         # FastAPI and uvicorn are the server extra's: import them only when serving.
         from tts.servers.config import load_config
@@ -303,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", action="version", version=f"tts {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     add_bench(commands)
+    add_compare(commands)
     add_model(commands)
     add_serve(commands)
     add_train(commands)

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import transformers
 from pydantic import Field
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
@@ -150,9 +151,14 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
     else:
         source = resolve_model(config.model)
         torch.manual_seed(config.seed)  # the new head's initialisation
-        model = AutoModelForTokenClassification.from_pretrained(
-            source, num_labels=2, dtype=torch.float32
-        )
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # the head is new on purpose: no report
+        try:
+            model = AutoModelForTokenClassification.from_pretrained(
+                source, num_labels=2, dtype=torch.float32
+            )
+        finally:
+            transformers.logging.set_verbosity(verbosity)
     tokenizer = AutoTokenizer.from_pretrained(source)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.config.pad_token_id = pad_id

@@ -1,0 +1,113 @@
+"""`tts compare`: several strategies over one ladder of budgets, on one dataset, in one figure.
+
+The compute-optimal picture of test-time scaling (Snell et al., 2024, "Scaling LLM Test-Time
+Compute Optimally can be More Effective than Scaling Model Parameters"; Hugging Face's
+search-and-learn study): accuracy against generated tokens and against wall-clock time per
+problem, one line per strategy, the best pass@n as the ceiling. Each (strategy, n) is one
+`tts bench` run into the same folder with the model loaded once, so the rows are bench's,
+resumable one by one; its wall time is measured around the rows it ran (model loading left
+out) and added up over resumed runs in `OUT/timings.json`.
+
+Strategies are written `NAME` or `NAME:KEY=VALUE,KEY=VALUE` (`beam:beam_width=4`); a budget a
+strategy cannot take (n=1 for beam width 4) is skipped, and the summary says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from tts.bench.report import TOKENS, format_table, plot, summarize
+from tts.bench.run import BenchConfig, run_bench
+from tts.data.datasets import load_dataset
+from tts.data.jsonl import read_records
+from tts.engine import load
+from tts.errors import TTSError
+from tts.search import make_strategy
+
+WALL = ("wall_seconds", "wall-clock seconds per problem (log scale)")
+
+
+def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
+    """`beam:beam_width=4,aggregation=min` -> ("beam", {"beam_width": 4, "aggregation": "min"});
+    values are read as YAML, so numbers and booleans get their type."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for part in filter(None, rest.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise TTSError(f"strategy {spec!r}: expected NAME:KEY=VALUE,..., got {part!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    return name.strip(), options
+
+
+def run_compare(base: BenchConfig, strategies: list[str]) -> dict[str, Any]:
+    """Run every strategy at every budget of `base.ns` (resuming what is done); write
+    OUT/compare.json, OUT/compare.md and OUT/compare.png; return what compare.json holds."""
+    plans, skipped = [], []
+    for spec in strategies:
+        name, options = parse_strategy(spec)
+        for n in base.ns:
+            # Majority voting reads no scores: keep the PRM out of its name.
+            prm = None if name == "majority" else base.prm
+            update = {"strategy": name, "options": options, "ns": [n], "prm": prm}
+            config = base.model_copy(update=update)
+            try:
+                make_strategy(name, **config.strategy_options(n, ""))
+            except TTSError as error:
+                if "unknown strategy" in str(error):
+                    raise
+                skipped.append(f"{config.label} at n={n}: {error}")
+                continue
+            plans.append(config)
+    if not plans:
+        raise TTSError("no strategy can run at any of these budgets")
+    problems = load_dataset(base.dataset, base.limit)
+    timings_path = base.out / "timings.json"
+    timings = orjson.loads(timings_path.read_bytes()) if timings_path.exists() else {}
+    backend = scorer = None
+    for config in plans:
+        done = {
+            (r["problem_id"], r["n"]) for r in _records(config) if r["strategy"] == config.label
+        }
+        if all((p.id, config.ns[0]) in done for p in problems):
+            continue
+        if backend is None:
+            backend = load(base.model, base.backend, device=base.device, dtype=base.dtype)
+            if base.prm:
+                from tts.verifiers import load_scorer
+
+                scorer = load_scorer(base.prm, device=base.device, dtype=base.dtype)
+        run_bench(config, backend, scorer if config.prm else None)
+        summary = orjson.loads((config.out / "summary.json").read_bytes())
+        key = f"{config.label} n={config.ns[0]}"
+        spent = timings.get(key, {"seconds": 0.0, "rows": 0})
+        spent = {"seconds": spent["seconds"] + summary["solve_seconds"], "rows": spent["rows"]}
+        spent["rows"] += summary["rows_run"]
+        timings[key] = spent
+        timings_path.write_bytes(orjson.dumps(timings, option=orjson.OPT_INDENT_2))
+    wanted = {p.id for p in problems}
+    labels = {(config.label, config.ns[0]) for config in plans}
+    records = [
+        r for r in _records(base) if r["problem_id"] in wanted and (r["strategy"], r["n"]) in labels
+    ]
+    rows = summarize(records)
+    for row in rows:
+        spent = timings.get(f"{row['strategy']} n={row['n']}")
+        row["wall_seconds"] = spent["seconds"] / spent["rows"] if spent and spent["rows"] else None
+    result = {"dataset": base.dataset, "model": base.model, "problems": len(problems)}
+    result |= {"rows": rows, "skipped": skipped}
+    (base.out / "compare.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    table = format_table(rows)
+    (base.out / "compare.md").write_text(f"```\n{table}\n```\n")
+    title = f"{Path(base.model).name} on {base.dataset} ({len(problems)} problems)"
+    timed = all(row["wall_seconds"] for row in rows)
+    plot(rows, base.out / "compare.png", title, (TOKENS, WALL) if timed else (TOKENS,))
+    return result
+
+
+def _records(config: BenchConfig) -> list[dict[str, Any]]:
+    return read_records(config.out / "results.jsonl")
