@@ -68,12 +68,10 @@ def run_compare(base: BenchConfig, strategies: list[str]) -> dict[str, Any]:
     problems = load_dataset(base.dataset, base.limit)
     timings_path = base.out / "timings.json"
     timings = orjson.loads(timings_path.read_bytes()) if timings_path.exists() else {}
+    done = {(r["strategy"], r["n"], r["problem_id"]) for r in _records(base)}
     backend = scorer = None
     for config in plans:
-        done = {
-            (r["problem_id"], r["n"]) for r in _records(config) if r["strategy"] == config.label
-        }
-        if all((p.id, config.ns[0]) in done for p in problems):
+        if all((config.label, config.ns[0], p.id) in done for p in problems):
             continue
         if backend is None:
             backend = load(base.model, base.backend, device=base.device, dtype=base.dtype)
@@ -83,11 +81,9 @@ def run_compare(base: BenchConfig, strategies: list[str]) -> dict[str, Any]:
                 scorer = load_scorer(base.prm, device=base.device, dtype=base.dtype)
         run_bench(config, backend, scorer if config.prm else None)
         summary = orjson.loads((config.out / "summary.json").read_bytes())
-        key = f"{config.label} n={config.ns[0]}"
-        spent = timings.get(key, {"seconds": 0.0, "rows": 0})
-        spent = {"seconds": spent["seconds"] + summary["solve_seconds"], "rows": spent["rows"]}
+        spent = timings.setdefault(f"{config.label} n={config.ns[0]}", {"seconds": 0.0, "rows": 0})
+        spent["seconds"] += summary["solve_seconds"]
         spent["rows"] += summary["rows_run"]
-        timings[key] = spent
         timings_path.write_bytes(orjson.dumps(timings, option=orjson.OPT_INDENT_2))
     wanted = {p.id for p in problems}
     labels = {(config.label, config.ns[0]) for config in plans}
