@@ -136,7 +136,7 @@ def step_metrics(model, examples: list[Example], pad_id: int, batch_size: int) -
         )
         logits = model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
         probabilities.append(logits.softmax(dim=-1)[:, 1].cpu().numpy())
-        labels.append(targets.cpu().numpy() > 0)  # a soft target above 0 is a hard "good"
+        labels.append(targets.cpu().numpy() > 0.5)  # eval targets are hard: 0.0 or 1.0
     p, y = np.concatenate(probabilities), np.concatenate(labels)
     return {"eval_auroc": auroc(y, p), "eval_accuracy": float(((p >= 0.5) == y).mean())}
 
