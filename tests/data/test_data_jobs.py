@@ -21,6 +21,8 @@ from tts.data.filters import jaccard, normalized, shingles
 from tts.data.job import progress_path
 from tts.data.jsonl import read_records
 from tts.data.shepherd import agreement
+from tts.errors import TTSError
+from tts.train.prm import read_stepwise
 from tts.verifiers import extract_answer, math_equal
 
 ARITH = ["--dataset", "synth:arith:3", "--max-tokens", "160", "--temperature", "1.0"]
@@ -200,6 +202,38 @@ def test_shepherd_labels_follow_the_step_checker_and_reuse_the_prefix_cache(tmp_
     cached = sum(s["cached_tokens"] for s in per_problem)
     assert cached > 0.8 * sum(s["prompt_tokens"] for s in per_problem)
     assert "prefix cache:" in printed and "agreement with the task's step checker" in printed
+
+
+def test_binary_estimation_finds_the_first_bad_step_full_estimation_finds_for_less(
+    tmp_path, capsys
+):
+    """Both modes draw a step's completions from the same seed, so wherever full estimation's
+    labels are monotone (good steps, then bad ones) the binary search must land on the same
+    first bad step, having sampled fewer tokens to find it."""
+    common = ["shepherd", *ARITH, "--limit", "6", "--n", "3", "--k", "4"]
+    full, binary = tmp_path / "full.jsonl", tmp_path / "binary.jsonl"
+    run(capsys, *common, "--out", str(full))
+    printed = run(capsys, *common, "--estimation", "binary", "--out", str(binary))
+    full_records, binary_records = by_id(full), by_id(binary)
+    assert full_records.keys() == binary_records.keys()
+    monotone = 0
+    for key, record in binary_records.items():
+        labels = record["labels"]
+        assert "scores" not in record and len(labels) == len(record["completions"])
+        assert labels == sorted(labels, reverse=True), "good steps, then bad ones"
+        if record["meta"]["correct"]:
+            assert all(labels)
+        full_labels = full_records[key]["labels"]
+        if full_labels == sorted(full_labels, reverse=True):
+            monotone += 1
+            assert labels == full_labels, key
+    assert monotone >= len(binary_records) // 2
+    assert any(not all(r["labels"]) for r in binary_records.values())
+    spent = {path: sum(s["completion_tokens"] for s in stats(path)) for path in (full, binary)}
+    assert spent[binary] < 0.6 * spent[full], spent
+    assert "binary search for the first bad step" in printed
+    with pytest.raises(TTSError, match="no soft scores"):
+        read_stepwise(binary, "soft")
 
 
 KILLED = {

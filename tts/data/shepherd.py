@@ -12,6 +12,16 @@ gold answer,
 The last step's label is the solution's own correctness (it already holds the final answer).
 Solutions cut at the token budget have no final answer and are skipped.
 
+`--estimation binary` gets the same hard labels for a fraction of the completions, by the
+binary search of OmegaPRM (Luo et al., 2024, "Improve Mathematical Reasoning in Language Models
+by Automated Process Supervision", Sec. 3.2): a prefix that can reach the gold answer stays able
+to when cut shorter, so the hard labels of a solution are good up to its first bad step and bad
+from there on. A correct solution is itself a completion that reaches the gold answer from every
+one of its prefixes, so all its steps are good at no cost; for an incorrect one, a binary search
+over its steps finds the first prefix from which none of `k` completions reaches the gold
+answer, in about log2(steps) probes instead of one per step. It writes no soft scores (only the
+probed steps have one).
+
 Every step prefix extends the one before it, so the steps of one solution run one after
 another: each asks the backend for the previous prefix plus one step, which its prefix cache
 serves from the blocks the last request left. The summary reports the share of the step
@@ -26,7 +36,7 @@ every step before it right), and the summary reports how often the labels agree 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -41,6 +51,9 @@ from tts.verifiers import extract_answer
 class ShepherdConfig(JobConfig):
     n: int = Field(4, ge=1, description="solutions sampled and labelled per problem")
     k: int = Field(8, ge=1, description="completions sampled after each step to label it")
+    estimation: Literal["full", "binary"] = Field(
+        "full", description="label every step (hard and soft), or binary-search the first bad one"
+    )
     step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a step")
     max_steps: int = Field(40, ge=1, description="solutions with more steps are skipped")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="appended to the problem")
@@ -70,28 +83,57 @@ def checker_labels(problem: Problem, steps: list[str], correct: bool) -> list[bo
     return labels + [all(labels) and correct]
 
 
+async def reaches_gold(
+    problem: Problem,
+    prompt: str,
+    index: int,
+    steps: list[str],
+    i: int,
+    config: ShepherdConfig,
+    context: Context,
+    usage: Usage,
+) -> float:
+    """The share of `k` completions from solution `index` up to and including step `i` that
+    reach the gold answer."""
+    so_far = "".join(step + config.step_delimiter for step in steps[: i + 1])
+    completions = await context.backend.generate(
+        prompt + so_far, config.sampling(config.k, problem.id, index, i)
+    )
+    usage.add(completions)
+    answers = [extract_answer(so_far + c.text) for c in completions]
+    return sum(await grade(answers, problem.answer)) / len(completions)
+
+
 async def label_steps(
     problem: Problem,
     prompt: str,
     index: int,
     steps: list[str],
+    correct: bool,
     config: ShepherdConfig,
     context: Context,
     usage: Usage,
-) -> tuple[list[bool], list[float]]:
-    """Hard and soft estimates of every step but the last of solution `index`."""
-    hard, soft = [], []
-    for i in range(len(steps) - 1):
-        so_far = "".join(step + config.step_delimiter for step in steps[: i + 1])
-        completions = await context.backend.generate(
-            prompt + so_far, config.sampling(config.k, problem.id, index, i)
-        )
-        usage.add(completions)
-        answers = [extract_answer(so_far + c.text) for c in completions]
-        reached = sum(await grade(answers, problem.answer))
-        hard.append(reached > 0)
-        soft.append(reached / len(completions))
-    return hard, soft
+) -> tuple[list[bool], list[float] | None]:
+    """Hard labels of every step but the last of solution `index`, and the soft ones (None
+    with binary estimation)."""
+    intermediate = len(steps) - 1
+    if config.estimation == "full":
+        soft = [
+            await reaches_gold(problem, prompt, index, steps, i, config, context, usage)
+            for i in range(intermediate)
+        ]
+        return [share > 0 for share in soft], soft
+    first_bad = intermediate
+    if not correct:
+        low, high = 0, intermediate  # the first bad step is in [low, high]
+        while low < high:
+            middle = (low + high) // 2
+            if await reaches_gold(problem, prompt, index, steps, middle, config, context, usage):
+                low = middle + 1
+            else:
+                high = middle
+        first_bad = low
+    return [i < first_bad for i in range(intermediate)], None
 
 
 async def process(problem: Problem, config: ShepherdConfig, context: Context) -> ProblemOutput:
@@ -110,7 +152,10 @@ async def process(problem: Problem, config: ShepherdConfig, context: Context) ->
         else:
             chosen.append((index, steps))
     estimates = await asyncio.gather(
-        *(label_steps(problem, prompt, i, steps, config, context, usage) for i, steps in chosen)
+        *(
+            label_steps(problem, prompt, i, steps, correct[i], config, context, usage)
+            for i, steps in chosen
+        )
     )
     records = []
     for (index, steps), (hard, soft) in zip(chosen, estimates):
@@ -128,21 +173,21 @@ async def process(problem: Problem, config: ShepherdConfig, context: Context) ->
         checker = checker_labels(problem, steps, ok)
         if checker is not None:
             meta["checker"] = checker
-        records.append(
-            {
-                "id": f"{problem.id}/{index}",
-                "prompt": problem.problem,
-                "completions": steps,
-                "labels": hard + [ok],
-                "scores": soft + [float(ok)],
-                "meta": meta,
-            }
-        )
+        record = {
+            "id": f"{problem.id}/{index}",
+            "prompt": problem.problem,
+            "completions": steps,
+            "labels": hard + [ok],
+        }
+        if soft is not None:
+            record["scores"] = soft + [float(ok)]
+        records.append(record | {"meta": meta})
     stats |= {
         "labelled": len(records),
         "steps": sum(len(r["labels"]) for r in records),
         "positive": sum(sum(r["labels"]) for r in records),
-        "soft_sum": sum(sum(r["scores"]) for r in records),
+        "soft_sum": sum(sum(r.get("scores", [])) for r in records),
+        "completion_tokens": usage.completion_tokens,
         "prompt_tokens": usage.prompt_tokens,
         "cached_tokens": usage.cached_tokens,
         "agreement": agreement(records),
@@ -153,7 +198,8 @@ async def process(problem: Problem, config: ShepherdConfig, context: Context) ->
 def agreement(records: list[dict[str, Any]]) -> dict[str, int] | None:
     """Counts of the intermediate steps (those labelled by completions) by checker verdict and
     label: `right_hard_wrong` is a step the checker calls right that hard estimation labelled
-    wrong; `soft_agree` counts steps where soft score >= 0.5 matches the checker."""
+    wrong; `soft_agree` counts steps where soft score >= 0.5 matches the checker (0 without
+    soft scores)."""
     if not records or "checker" not in records[0]["meta"]:
         return None
     counts = dict.fromkeys(
@@ -161,25 +207,30 @@ def agreement(records: list[dict[str, Any]]) -> dict[str, int] | None:
     )
     counts["soft_agree"] = 0
     for record in records:
-        pairs = zip(record["meta"]["checker"][:-1], record["labels"], record["scores"])
-        for truth, label, score in pairs:
+        checker = record["meta"]["checker"][:-1]
+        for truth, label in zip(checker, record["labels"]):
             counts[f"{'right' if truth else 'wrong'}_hard_{'right' if label else 'wrong'}"] += 1
+        for truth, score in zip(checker, record.get("scores", [])):
             counts["soft_agree"] += (score >= 0.5) == truth
     return counts
 
 
 def summarize(config: ShepherdConfig, stats: list[dict[str, Any]]) -> list[str]:
     total = {key: sum(s[key] for s in stats) for key in stats[0] if key != "agreement"}
+    soft = (
+        f", mean soft score {_share(total['soft_sum'], total['steps'])}"
+        if config.estimation == "full"
+        else " (binary search for the first bad step)"
+    )
     lines = [
         f"{len(stats)} problems, {total['solutions']:,} solutions sampled; "
         f"{total['labelled']:,} labelled ({total['truncated']:,} truncated, "
         f"{total['too_many_steps']:,} with over {config.max_steps} steps skipped)",
         f"{total['steps']:,} steps at k={config.k}: {_share(total['positive'], total['steps'])} "
-        f"labelled right by hard estimation, mean soft score "
-        f"{_share(total['soft_sum'], total['steps'])}",
-        f"prefix cache: {total['cached_tokens']:,} of {total['prompt_tokens']:,} prompt tokens of "
-        f"the step completions served from cache "
-        f"({_share(total['cached_tokens'], total['prompt_tokens'])})",
+        f"labelled right by hard estimation{soft}",
+        f"step completions: {total['completion_tokens']:,} tokens generated; prefix cache: "
+        f"{total['cached_tokens']:,} of {total['prompt_tokens']:,} prompt tokens served from "
+        f"cache ({_share(total['cached_tokens'], total['prompt_tokens'])})",
     ]
     checked = [s["agreement"] for s in stats if s["agreement"] is not None]
     if checked:
@@ -188,10 +239,14 @@ def summarize(config: ShepherdConfig, stats: list[dict[str, Any]]) -> list[str]:
         wrong = c["wrong_hard_right"] + c["wrong_hard_wrong"]
         agree = c["right_hard_right"] + c["wrong_hard_wrong"]
         checked_steps = right + wrong
+        soft_agree = (
+            f", soft >= 0.5 {_share(c['soft_agree'], checked_steps)}"
+            if config.estimation == "full"
+            else ""
+        )
         lines += [
             f"agreement with the task's step checker on {checked_steps:,} intermediate steps: "
-            f"hard {_share(agree, checked_steps)}, "
-            f"soft >= 0.5 {_share(c['soft_agree'], checked_steps)}",
+            f"hard {_share(agree, checked_steps)}{soft_agree}",
             f"  steps wrong by the checker labelled wrong: {c['wrong_hard_wrong']:,} of {wrong:,} "
             f"({_share(c['wrong_hard_wrong'], wrong)}); right steps labelled wrong: "
             f"{c['right_hard_wrong']:,} of {right:,} ({_share(c['right_hard_wrong'], right)})",

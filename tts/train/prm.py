@@ -64,6 +64,11 @@ def read_stepwise(path: Path, targets: str) -> list[tuple[str, str, list[str], l
     for number, row in iter_jsonl(path):
         prompt, steps, labels = row.get("prompt"), row.get("completions"), row.get("labels")
         scores = row.get("scores") if targets == "soft" else labels
+        if targets == "soft" and "scores" not in row:
+            raise TTSError(
+                f"{path}, line {number}: no soft scores (binary estimation writes none); "
+                "train with --targets hard"
+            )
         if (
             not isinstance(prompt, str)
             or not isinstance(steps, list)
