@@ -16,17 +16,18 @@ import yaml
 from tests.train.resume import assert_same_weights, kill_after_a_checkpoint
 from tts.data.synthetic import arith, make_problem
 from tts.errors import TTSError
-from tts.train.prm import auroc, load_config, train_prm
+from tts.train.prm import auroc, load_config, sibling_pairs, train_prm
 from tts.verifiers import load_scorer
 
 
 @pytest.fixture(scope="module")
 def labels(tmp_path_factory) -> Path:
-    """60 solutions: half right throughout, half with one slipped step and all after it wrong."""
+    """60 solutions of 30 problems: one right throughout, one with a slipped step and all after
+    it wrong."""
     rng = random.Random(0)
     lines = []
     for i in range(60):
-        problem = make_problem("arith", 3, i)
+        problem = make_problem("arith", 3, i // 2)
         steps = arith.solution_steps(problem.instance)
         good = [True] * (len(steps) + 1)
         if i % 2:
@@ -73,6 +74,18 @@ def test_auroc_counts_ties_half_and_needs_both_classes():
     assert np.isnan(auroc(np.array([True, True]), np.array([0.1, 0.2])))
 
 
+def test_sibling_pairs_are_the_first_steps_where_a_good_and_a_bad_solution_part():
+    rows = [
+        ("p", ["a", "b", "c"], [1.0, 1.0, 1.0]),
+        ("p", ["a", "x", "y"], [1.0, 0.0, 0.0]),  # parts from the first at step 1
+        ("p", ["a", "b", "z"], [1.0, 1.0, 1.0]),  # parts from the first, both good: no pair
+        ("q", ["a", "x", "y"], [1.0, 1.0, 0.0]),  # another problem: never paired with p's
+        ("q", ["a", "w"], [1.0, 0.0]),  # parts from the one above at step 1
+        ("q", ["a", "x"], [1.0, 0.0]),  # the same steps as row 3 as far as it goes: no pair
+    ]
+    assert sorted(sibling_pairs(rows)) == [(0, 1, 1), (2, 1, 1), (3, 4, 1)]
+
+
 def test_training_learns_and_the_result_loads_as_a_scorer(tmp_path, labels, capsys):
     from tts.cli import main
 
@@ -82,6 +95,7 @@ def test_training_learns_and_the_result_loads_as_a_scorer(tmp_path, labels, caps
     report = json.loads((final / "eval.json").read_text())
     assert report["eval_steps"] > 0 and 0.3 < report["train_good_share"] < 0.9
     assert 0 <= report["eval_auroc"] <= 1 and float(printed["eval_auroc"]) == report["eval_auroc"]
+    assert report["eval_sibling_pairs"] > 0 and 0 <= report["eval_sibling_accuracy"] <= 1
     losses = [r["loss"] for r in log(tmp_path) if "loss" in r]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     assert any("eval_auroc" in r for r in log(tmp_path))

@@ -14,14 +14,20 @@ et al., 2024, Sec. 3.3, eq. 5; the paper trains on hard labels, soft ones are it
 
 Held out: `eval_share` of the problems (by `meta.problem_id`, else the prompt), never of the
 records, so steps of one problem never sit on both sides. Every `eval_every` steps and at the end
-the log gets the step-level AUROC (P(good) against the hard labels) and accuracy at 0.5.
+the log gets the step-level AUROC (P(good) against the hard labels) and accuracy at 0.5, and
+the sibling accuracy: of two held-out solutions of one problem that share every step before one
+where one is good and the other bad, how often the good step scores higher. Pooled AUROC also
+rewards knowing which problems and which positions go wrong; the sibling pairs ask only
+whether the model spots the slip, the decision that steers a beam search.
 `OUT/final/` is a Hugging Face folder with `prm_config.json`, which `--prm OUT/final` loads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from collections import defaultdict
 from pathlib import Path
 from typing import Literal
 
@@ -130,20 +136,52 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def sibling_pairs(rows: list[tuple[str, list[str], list[float]]]) -> list[tuple[int, int, int]]:
+    """(good, bad, step) for every two solutions of one problem, given as (problem key, steps,
+    targets), that agree on every step before `step` and differ there, one good and one bad:
+    the choice a beam search makes between two continuations of one prefix."""
+    by_problem: dict[str, list[int]] = defaultdict(list)
+    for index, (key, _, _) in enumerate(rows):
+        by_problem[key].append(index)
+    pairs = []
+    for indices in by_problem.values():
+        for a, b in itertools.combinations(indices, 2):
+            (_, steps_a, labels_a), (_, steps_b, labels_b) = rows[a], rows[b]
+            step = next(
+                (i for i, (x, y) in enumerate(zip(steps_a, steps_b)) if x != y),
+                min(len(steps_a), len(steps_b)),
+            )
+            if step < min(len(labels_a), len(labels_b)) and labels_a[step] != labels_b[step]:
+                pairs.append((a, b, step) if labels_a[step] > labels_b[step] else (b, a, step))
+    return pairs
+
+
 @torch.no_grad()
-def step_metrics(model, examples: list[Example], pad_id: int, batch_size: int) -> dict[str, float]:
-    """Step-level AUROC and accuracy at 0.5 of P(good) against the hard labels."""
+def step_metrics(
+    model,
+    examples: list[Example],
+    pairs: list[tuple[int, int, int]],
+    pad_id: int,
+    batch_size: int,
+) -> dict[str, float]:
+    """Step-level AUROC and accuracy at 0.5 of P(good) against the hard labels, and how often
+    the good step of a sibling pair (`sibling_pairs`) scores above the bad one (ties half)."""
     device = next(model.parameters()).device
-    probabilities, labels = [], []
+    probabilities = []
     for start in range(0, len(examples), batch_size):
-        ids, mask, rows, cols, targets = collate(
-            examples[start : start + batch_size], pad_id, device
-        )
+        batch = examples[start : start + batch_size]
+        ids, mask, rows, cols, _ = collate(batch, pad_id, device)
         logits = model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
-        probabilities.append(logits.softmax(dim=-1)[:, 1].cpu().numpy())
-        labels.append(targets.cpu().numpy() > 0.5)  # eval targets are hard: 0.0 or 1.0
-    p, y = np.concatenate(probabilities), np.concatenate(labels)
-    return {"eval_auroc": auroc(y, p), "eval_accuracy": float(((p >= 0.5) == y).mean())}
+        flat = iter(logits.softmax(dim=-1)[:, 1].tolist())
+        probabilities += [[next(flat) for _ in positions] for _, positions, _ in batch]
+    p = np.array([x for ps in probabilities for x in ps])
+    y = np.array([t > 0.5 for _, _, ts in examples for t in ts])  # eval targets are 0 or 1
+    result = {"eval_auroc": auroc(y, p), "eval_accuracy": float(((p >= 0.5) == y).mean())}
+    if pairs:
+        margins = np.array([probabilities[g][i] - probabilities[b][i] for g, b, i in pairs])
+        result["eval_sibling_accuracy"] = float((margins > 0).mean() + (margins == 0).mean() / 2)
+        result["eval_sibling_pairs"] = len(pairs)
+    return result
 
 
 def train_prm(config: PRMConfig) -> dict[str, object]:
@@ -167,15 +205,21 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
     tokenizer = AutoTokenizer.from_pretrained(source)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.config.pad_token_id = pad_id
-    train, evaluation = [], []
+    train, evaluation, eval_rows = [], [], []
     for key, prompt, steps, targets in rows:
-        side = evaluation if held_out(key, config.eval_share) else train
-        side.append(encode(tokenizer, prompt, steps, targets, config))
+        example = encode(tokenizer, prompt, steps, targets, config)
+        if not held_out(key, config.eval_share):
+            train.append(example)
+        elif example[1]:
+            # Eval always scores against hard labels: a step is good when its target is above 0.
+            ids, positions, kept = example
+            hard = [float(t > 0) for t in kept]
+            evaluation.append((ids, positions, hard))
+            eval_rows.append((key, steps, hard))
     train = [example for example in train if example[1]]
     if not train:
         raise TTSError(f"{config.data}: no labelled steps left to train on")
-    # Eval always scores against hard labels: a step is good when its target is above 0.
-    evaluation = [(ids, p, [float(t > 0) for t in ts]) for ids, p, ts in evaluation if p]
+    pairs = sibling_pairs(eval_rows)
     targets = [t for _, _, ts in train for t in ts]
     balance = {
         "train_solutions": len(train),
@@ -195,7 +239,7 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
         return loss, int(mask.sum())
 
     def metrics(model) -> dict[str, float]:
-        return step_metrics(model, evaluation, pad_id, config.batch_size)
+        return step_metrics(model, evaluation, pairs, pad_id, config.batch_size)
 
     run_loop(
         config,
