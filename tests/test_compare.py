@@ -12,13 +12,19 @@ from tts.errors import TTSError
 
 
 def test_strategy_specs_parse_with_typed_options():
-    assert parse_strategy("majority") == ("majority", {})
+    assert parse_strategy("majority") == ("majority", {}, None)
     assert parse_strategy("beam:beam_width=4,aggregation=min") == (
         "beam",
         {"beam_width": 4, "aggregation": "min"},
+        None,
     )
+    assert parse_strategy("majority@4,64") == ("majority", {}, [4, 64])
+    assert parse_strategy("dvts:beam_width=2@8") == ("dvts", {"beam_width": 2}, [8])
     with pytest.raises(TTSError, match="expected NAME:KEY=VALUE"):
         parse_strategy("beam:4")
+    for bad in ("majority@", "majority@4,x", "majority@0"):
+        with pytest.raises(TTSError, match="expected @N,N"):
+            parse_strategy(bad)
 
 
 def test_compare_writes_one_figure_and_table_for_every_strategy(
@@ -35,7 +41,7 @@ def test_compare_writes_one_figure_and_table_for_every_strategy(
         "--out",
         str(tmp_path),
     ]
-    args += ["--strategy", "majority", "--strategy", "best_of_n"]
+    args += ["--strategy", "majority@1,2,4", "--strategy", "best_of_n"]
     args += ["--strategy", "beam:beam_width=2,max_step_tokens=4"]
     main(args)
     printed = capsys.readouterr().out
@@ -45,6 +51,7 @@ def test_compare_writes_one_figure_and_table_for_every_strategy(
     assert runs == {
         ("majority", 1),
         ("majority", 2),
+        ("majority", 4),
         ("best_of_n", 1),
         ("best_of_n", 2),
         ("beam", 2),
@@ -52,7 +59,7 @@ def test_compare_writes_one_figure_and_table_for_every_strategy(
     assert all(row["problems"] == 2 and row["wall_seconds"] > 0 for row in result["rows"])
     assert len(result["skipped"]) == 1 and "n=1" in result["skipped"][0]
     table = (tmp_path / "compare.md").read_text()
-    assert "wall s/problem" in table and table.count("\n") == 2 + 2 + 5
+    assert "wall s/problem" in table and table.count("\n") == 2 + 2 + 6
     assert "majority" in printed and "skipped: beam" in printed
 
     timings = json.loads((tmp_path / "timings.json").read_text())

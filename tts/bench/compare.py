@@ -8,8 +8,10 @@ problem, one line per strategy, the best pass@n as the ceiling. Each (strategy, 
 resumable one by one; its wall time is measured around the rows it ran (model loading left
 out) and added up over resumed runs in `OUT/timings.json`.
 
-Strategies are written `NAME` or `NAME:KEY=VALUE,KEY=VALUE` (`beam:beam_width=4`); a budget a
-strategy cannot take (n=1 for beam width 4) is skipped, and the summary says so.
+Strategies are written `NAME` or `NAME:KEY=VALUE,KEY=VALUE` (`beam:beam_width=4`), with
+`@N,N,...` at the end for budgets of its own instead of `--n` (`majority@4,16,64`: voting
+reaches the budgets a search is compared against); a budget a strategy cannot take (n=1 for
+beam width 4) is skipped, and the summary says so.
 """
 
 from __future__ import annotations
@@ -31,9 +33,21 @@ from tts.search import make_strategy
 WALL = ("wall_seconds", "wall-clock seconds per problem (log scale)")
 
 
-def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
-    """`beam:beam_width=4,aggregation=min` -> ("beam", {"beam_width": 4, "aggregation": "min"});
-    values are read as YAML, so numbers and booleans get their type."""
+def parse_strategy(spec: str) -> tuple[str, dict[str, Any], list[int] | None]:
+    """`beam:beam_width=4,aggregation=min@4,16` -> ("beam", {"beam_width": 4, "aggregation":
+    "min"}, [4, 16]); values are read as YAML, so numbers and booleans get their type; the
+    budgets after `@` replace `--n` for this strategy (None without them)."""
+    spec, at, budgets = spec.partition("@")
+    ns = None
+    if at:
+        try:
+            ns = [int(n) for n in budgets.split(",")]
+        except ValueError:
+            ns = []
+        if not ns or min(ns) < 1:
+            raise TTSError(
+                f"strategy {spec!r}: expected @N,N,... (positive integers), got @{budgets}"
+            )
     name, _, rest = spec.partition(":")
     options = {}
     for part in filter(None, rest.split(",")):
@@ -41,7 +55,7 @@ def parse_strategy(spec: str) -> tuple[str, dict[str, Any]]:
         if not sep or not key.strip():
             raise TTSError(f"strategy {spec!r}: expected NAME:KEY=VALUE,..., got {part!r}")
         options[key.strip()] = yaml.safe_load(value)
-    return name.strip(), options
+    return name.strip(), options, ns
 
 
 def run_compare(base: BenchConfig, strategies: list[str]) -> dict[str, Any]:
@@ -49,8 +63,8 @@ def run_compare(base: BenchConfig, strategies: list[str]) -> dict[str, Any]:
     OUT/compare.json, OUT/compare.md and OUT/compare.png; return what compare.json holds."""
     plans, skipped = [], []
     for spec in strategies:
-        name, options = parse_strategy(spec)
-        for n in base.ns:
+        name, options, ns = parse_strategy(spec)
+        for n in ns or base.ns:
             # Majority voting reads no scores: keep the PRM out of its name.
             prm = None if name == "majority" else base.prm
             update = {"strategy": name, "options": options, "ns": [n], "prm": prm}
