@@ -99,8 +99,9 @@ def add_compare(commands: argparse._SubParsersAction) -> None:
         dest="strategies",
         action="append",
         required=True,
-        metavar="NAME[:KEY=VALUE,...]",
-        help="a strategy and its options, e.g. majority or beam:beam_width=4 (repeatable)",
+        metavar="NAME[:KEY=VALUE,...][@N,...]",
+        help="a strategy, its options and its own budgets, e.g. majority@4,16,64 or "
+        "beam:beam_width=4 (repeatable)",
     )
 
 
