@@ -1,0 +1,93 @@
+"""GRPO, Dr. GRPO and DAPO losses pinned on small cases worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tts.train.policy_loss import (
+    LossConfig,
+    group_advantages,
+    informative_groups,
+    policy_loss,
+    reduce_tokens,
+)
+
+
+def test_advantages_are_centred_per_group_and_scaled_by_the_std_unless_dr_grpo():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
+    centred = group_advantages(rewards, scale=False)
+    assert centred.tolist() == [[0.5, -0.5, -0.5, 0.5], [0.0, 0.0, 0.0, 0.0]]
+    scaled = group_advantages(rewards, scale=True)
+    std = math.sqrt(4 * 0.25 / 3)  # unbiased
+    want = [0.5 / std, -0.5 / std, -0.5 / std, 0.5 / std]
+    assert scaled[0].tolist() == pytest.approx(want, rel=1e-4)  # eps 1e-6 in the denominator
+    assert scaled[1].tolist() == [0.0] * 4  # equal rewards: no signal, no division by zero
+
+
+def test_dynamic_sampling_keeps_only_groups_with_different_rewards():
+    rewards = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0], [-0.5, 0.5]])
+    assert informative_groups(rewards).tolist() == [False, True, False, True]
+
+
+def test_each_variant_normalises_tokens_its_own_way():
+    per_token = torch.tensor([[1.0, 1.0, 9.0], [3.0, 9.0, 9.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])  # 9s are padding
+    assert reduce_tokens(per_token, mask, "grpo", 4).item() == pytest.approx((1 + 3) / 2)
+    assert reduce_tokens(per_token, mask, "dapo", 4).item() == pytest.approx(5 / 3)
+    assert reduce_tokens(per_token, mask, "dr_grpo", 4).item() == pytest.approx(5 / (2 * 4))
+
+
+def one_token(ratio: float, advantage: float, config: LossConfig):
+    old = torch.zeros(1, 1)
+    logprobs = torch.full((1, 1), math.log(ratio), requires_grad=True)
+    loss, stats = policy_loss(logprobs, old, torch.tensor([advantage]), torch.ones(1, 1), config, 1)
+    loss.backward()
+    return loss.item(), logprobs.grad.item(), stats["clip_fraction"]
+
+
+def test_the_ratio_is_clipped_only_where_min_takes_the_clipped_term():
+    grpo, dapo = LossConfig(), LossConfig(variant="dapo")
+    assert dapo.clip_high == 0.28 and grpo.clip_high == 0.2
+    # A > 0, ratio above 1 + eps: the gain is capped and the gradient cut.
+    assert one_token(1.5, 1.0, grpo) == pytest.approx((-1.2, 0.0, 1.0))
+    assert one_token(1.5, 1.0, dapo) == pytest.approx((-1.28, 0.0, 1.0))  # clip-higher
+    # A < 0, ratio above 1 + eps: min keeps the unclipped (worse) term, the gradient flows.
+    loss, grad, clipped = one_token(1.5, -1.0, grpo)
+    assert (loss, clipped) == pytest.approx((1.5, 0.0)) and grad == pytest.approx(1.5)
+    # A > 0 below 1 - eps: unclipped; A < 0 below 1 - eps: clipped at 0.8.
+    loss, grad, clipped = one_token(0.5, 1.0, grpo)
+    assert (loss, clipped) == pytest.approx((-0.5, 0.0)) and grad == pytest.approx(-0.5)
+    assert one_token(0.5, -1.0, grpo) == pytest.approx((0.8, 0.0, 1.0))
+
+
+def test_on_policy_gradient_is_minus_the_advantage_over_each_normaliser():
+    old = torch.zeros(2, 3)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    advantages = torch.tensor([1.0, -2.0])
+    expected = {
+        "grpo": [[-1 / 2 / 2, -1 / 2 / 2], [2 / 1 / 2]],  # -A / |o_i| / B
+        "dapo": [[-1 / 3, -1 / 3], [2 / 3]],  # -A / all tokens
+        "dr_grpo": [[-1 / 8, -1 / 8], [2 / 8]],  # -A / (B * max_tokens)
+    }
+    for variant, want in expected.items():
+        logprobs = torch.zeros(2, 3, requires_grad=True)
+        loss, _ = policy_loss(logprobs, old, advantages, mask, LossConfig(variant=variant), 4)
+        loss.backward()
+        grad = logprobs.grad
+        assert grad[0, :2].tolist() == pytest.approx(want[0]), variant
+        assert grad[1, :1].tolist() == pytest.approx(want[1]), variant
+        assert grad[0, 2] == 0 and grad[1, 1:].abs().sum() == 0  # padding gets none
+
+
+def test_kl_is_the_k3_estimator_and_off_by_default():
+    logprobs = torch.full((1, 1), math.log(0.5))
+    ref = torch.full((1, 1), math.log(0.25))
+    args = (logprobs, logprobs, torch.tensor([0.0]), torch.ones(1, 1))
+    loss, stats = policy_loss(*args, LossConfig(kl_coef=0.1), 1, ref_logprobs=ref)
+    kl = 0.5 - math.log(0.5) - 1  # pi_ref / pi - log(pi_ref / pi) - 1
+    assert stats["kl"] == pytest.approx(kl) and loss.item() == pytest.approx(0.1 * kl)
+    loss, stats = policy_loss(*args, LossConfig(), 1, ref_logprobs=ref)
+    assert "kl" not in stats and loss.item() == 0.0

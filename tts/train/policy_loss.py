@@ -1,0 +1,123 @@
+"""The policy-gradient losses of GRPO and its successors, as pure tensor functions.
+
+One batch is `groups` prompts x `G` completions each; per-token tensors are
+[groups * G, T] with a mask of the completion tokens. Three variants:
+
+- `grpo`, DeepSeekMath (Shao et al., 2024, "DeepSeekMath", eq. 3): advantage
+  A_i = (r_i - mean(r)) / std(r) over the group; the clipped surrogate
+  min(rho * A, clip(rho, 1 - eps, 1 + eps) * A) averaged over each completion's tokens, then
+  over completions (sequence-level normalisation: 1/G sum_i 1/|o_i| sum_t).
+- `dr_grpo`, Dr. GRPO (Liu et al., 2025, "Understanding R1-Zero-Like Training: A Critical
+  Perspective", Sec. 3.1): A_i = r_i - mean(r), no division by the std (it favours groups that
+  are nearly all right or all wrong), and the token sum divided by a constant,
+  completions x `max_tokens`, not by each completion's length (which rewards long wrong
+  answers less harshly than short ones).
+- `dapo`, DAPO (Yu et al., 2025, "DAPO: An Open-Source LLM Reinforcement Learning System at
+  Scale", eq. 8): GRPO's advantage, clip-higher (eps_low 0.2, eps_high 0.28: room for
+  low-probability tokens to rise), and the token-level loss: the sum over every token of the
+  batch divided by the number of tokens, so a long completion weighs by its length. Its
+  dynamic sampling (eq. 11, drop groups whose rewards are all equal: their advantages are 0 and
+  they only dilute the batch) is `informative_groups`, applied by the loop before the update.
+
+Optional KL to a reference policy, DeepSeekMath's unbiased estimator (eq. 4),
+KL = pi_ref / pi - log(pi_ref / pi) - 1 per token, added with weight `kl_coef` (0 by default,
+as DAPO and Dr. GRPO argue: with verifiable rewards the policy should move away).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Variant = Literal["grpo", "dr_grpo", "dapo"]
+
+
+class LossConfig(BaseModel):
+    """The loss of one GRPO run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: Variant = Field("grpo", description="grpo, dr_grpo or dapo")
+    clip_low: float = Field(0.2, gt=0, lt=1, description="eps: the ratio is clipped below 1-eps")
+    clip_high: float | None = Field(
+        None, gt=0, description="the ratio is clipped above 1+this; default clip_low (dapo 0.28)"
+    )
+    kl_coef: float = Field(0.0, ge=0, description="weight of the KL to the reference model")
+
+    @model_validator(mode="after")
+    def _variant_defaults(self) -> LossConfig:
+        if self.clip_high is None:
+            self.clip_high = 0.28 if self.variant == "dapo" else self.clip_low
+        return self
+
+
+def group_advantages(rewards: torch.Tensor, scale: bool, eps: float = 1e-6) -> torch.Tensor:
+    """[groups, G] rewards -> advantages: minus the group mean, divided by the group's std
+    (unbiased, as DeepSeekMath's code takes it) when `scale`. A group of equal rewards gets 0."""
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if not scale:
+        return centred
+    return centred / (rewards.std(dim=1, keepdim=True) + eps)
+
+
+def informative_groups(rewards: torch.Tensor) -> torch.Tensor:
+    """[groups, G] rewards -> [groups] bool: the groups whose rewards are not all equal (DAPO's
+    dynamic sampling keeps only these)."""
+    return (rewards.max(dim=1).values - rewards.min(dim=1).values) > 0
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    config: LossConfig,
+    max_tokens: int,
+    ref_logprobs: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss to minimise and its statistics.
+
+    logprobs: [B, T] log-probabilities of the sampled tokens under the policy being trained;
+    old_logprobs: the same under the policy that sampled them (no gradient);
+    advantages: [B], one per completion, spread over its tokens;
+    mask: [B, T], 1 on completion tokens;
+    max_tokens: the generation budget, Dr. GRPO's constant normaliser.
+    """
+    mask = mask.to(logprobs.dtype)
+    ratio = torch.exp(logprobs - old_logprobs)
+    advantage = advantages[:, None]
+    clipped = ratio.clamp(1 - config.clip_low, 1 + config.clip_high)
+    per_token = -torch.minimum(ratio * advantage, clipped * advantage)
+    kl = None
+    if ref_logprobs is not None and config.kl_coef > 0:
+        log_ratio = ref_logprobs - logprobs
+        kl = torch.exp(log_ratio) - log_ratio - 1
+        per_token = per_token + config.kl_coef * kl
+    loss = reduce_tokens(per_token, mask, config.variant, max_tokens)
+    with torch.no_grad():
+        tokens = mask.sum().clamp(min=1)
+        # Where min() takes the clipped term: the token's gradient is cut.
+        low = (ratio < 1 - config.clip_low) & (advantage < 0)
+        high = (ratio > 1 + config.clip_high) & (advantage > 0)
+        was_clipped = (low | high) & (mask > 0)
+        stats = {
+            "clip_fraction": float(was_clipped.sum() / tokens),
+            "ratio_mean": float((ratio * mask).sum() / tokens),
+        }
+        if kl is not None:
+            stats["kl"] = float((kl * mask).sum() / tokens)
+    return loss, stats
+
+
+def reduce_tokens(
+    per_token: torch.Tensor, mask: torch.Tensor, variant: Variant, max_tokens: int
+) -> torch.Tensor:
+    """One number from [B, T] per-token losses, as each variant normalises."""
+    if variant == "grpo":
+        lengths = mask.sum(dim=1).clamp(min=1)
+        return ((per_token * mask).sum(dim=1) / lengths).mean()
+    if variant == "dr_grpo":
+        return (per_token * mask).sum() / (mask.shape[0] * max_tokens)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
