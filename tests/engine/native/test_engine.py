@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tts.engine import SamplingParams, load
 from tts.errors import TTSError
@@ -214,3 +216,43 @@ def test_closing_a_stream_early_aborts_the_request(tiny_llama):
     asyncio.run(main())
     stats = engine.stats()
     assert stats["blocks_in_use"] == 0 and stats["running"] == stats["waiting"] == 0
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["in-place", "repacked"])
+def test_weights_pushed_in_process_replace_the_old_ones_and_the_prefix_cache(
+    tiny_qwen, tmp_path, monkeypatch, packed
+):
+    """What an RL loop does after each update: the engine then samples from the new policy,
+    exactly as transformers does with those weights, and no KV of the old policy is reused."""
+    if packed:  # every layer packed for oneDNN: the weights go into a rebuilt model
+        monkeypatch.setattr("tts.engine.native.packed_linear.MIN_PACKED_WEIGHTS", 1)
+    engine = native(tiny_qwen)
+    assert engine.runner.packed == packed
+    greedy = SamplingParams(temperature=0, max_tokens=6, logprobs=3)
+    text = prompts(1, 60)[0]
+    before = generate_all(engine, [text], greedy)[0][0]
+    trained = AutoModelForCausalLM.from_pretrained(tiny_qwen, dtype=torch.float32)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in trained.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    engine.update_weights(trained.state_dict().items())
+    after = generate_all(engine, [text], greedy)[0][0]
+    assert after.cached_tokens == 0
+    trained.save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(tiny_qwen).save_pretrained(tmp_path)
+    expected = generate_all(load(tmp_path, backend="hf", device="cpu"), [text], greedy)[0][0]
+    assert after.token_ids == expected.token_ids
+    for ours, theirs, old in zip(after.logprobs, expected.logprobs, before.logprobs):
+        assert ours.keys() == theirs.keys()
+        assert all(abs(ours[k] - theirs[k]) < 1e-4 for k in ours)
+        assert any(abs(ours[k] - old.get(k, 0.0)) > 1e-3 for k in ours)
+
+    async def update_while_generating():
+        task = asyncio.ensure_future(engine.generate(text, greedy))
+        await asyncio.sleep(0)  # the request is queued
+        with pytest.raises(TTSError, match="no request is in flight"):
+            engine.update_weights(trained.state_dict().items())
+        await task
+
+    asyncio.run(update_while_generating())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,15 @@ class NativeBackend:
             "running": len(scheduler.running),
             "waiting": len(scheduler.waiting),
         }
+
+    def update_weights(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Take new weights in process, by Hugging Face names (an RL trainer's
+        `state_dict().items()` after each update), and forget the prefix cache: the old weights
+        computed its KV. Only between requests."""
+        if self._active or self._new or self.scheduler.has_work:
+            raise TTSError("the engine's weights can only change while no request is in flight")
+        DEVICE_THREAD.submit(self.runner.update_weights, tensors).result()
+        self.scheduler.cache.forget_all()
 
     async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
         request = self._submit(prompt, params, streamed=False)

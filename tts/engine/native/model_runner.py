@@ -8,6 +8,7 @@ token batch, runs the model once, and returns logits only for the chunks that as
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +57,21 @@ def checkpoint_files(model_dir: Path) -> list[Path]:
     raise TTSError(f"{model_dir} has no model.safetensors or model.safetensors.index.json")
 
 
-def load_weights(model: CausalLM, model_dir: Path) -> None:
-    """Copy every checkpoint tensor into the parameter it belongs to, casting to its dtype: the
-    parameter of the same name, or the rows of a fused projection (q/k/v, gate/up) that it fills.
+def checkpoint_tensors(model_dir: Path) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every (name, tensor) of a Hugging Face folder's safetensors, file by file."""
+    for path in checkpoint_files(model_dir):
+        with safe_open(path, framework="pt", device="cpu") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
+                yield name, f.get_tensor(name)
+
+
+def copy_weights(model: CausalLM, tensors: Iterable[tuple[str, torch.Tensor]], source: str) -> None:
+    """Copy every (Hugging Face name, tensor) into the parameter it belongs to, casting to its
+    dtype: the parameter of the same name, or the rows of a fused projection (q/k/v, gate/up)
+    that it fills.
 
     Tensors the model has no parameter for (a tied checkpoint's lm_head, old rotary buffers)
-    are skipped; a tensor the checkpoint lacks, or a shape mismatch, is an error.
+    are skipped; a tensor `source` lacks, or a shape mismatch, is an error.
     """
     targets = {name: (param, slice(None)) for name, param in model.named_parameters()}
     for name, module in model.named_modules():
@@ -72,22 +82,21 @@ def load_weights(model: CausalLM, model_dir: Path) -> None:
                 for part in module.parts:
                     targets[f"{parent}.{part}.{kind}"] = (param, module.rows(part))
     missing = set(targets)
-    for path in checkpoint_files(model_dir):
-        with safe_open(path, framework="pt", device="cpu") as f:
-            for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
-                if name not in targets:
-                    continue
-                param, rows = targets[name]
-                tensor, target = f.get_tensor(name), param.data[rows]
-                if tensor.shape != target.shape:
-                    raise TTSError(
-                        f"{path.name}: {name} has shape {tuple(tensor.shape)}, "
-                        f"the config implies {tuple(target.shape)}"
-                    )
-                target.copy_(tensor)
-                missing.discard(name)
+    with torch.no_grad():
+        for name, tensor in tensors:
+            if name not in targets:
+                continue
+            param, rows = targets[name]
+            target = param.data[rows]
+            if tensor.shape != target.shape:
+                raise TTSError(
+                    f"{source}: {name} has shape {tuple(tensor.shape)}, "
+                    f"the config implies {tuple(target.shape)}"
+                )
+            target.copy_(tensor)
+            missing.discard(name)
     if missing:
-        raise TTSError(f"{model_dir} is missing weights: {', '.join(sorted(missing))}")
+        raise TTSError(f"{source} is missing weights: {', '.join(sorted(missing))}")
 
 
 class ModelRunner:
@@ -113,17 +122,11 @@ class ModelRunner:
         self.device = torch.device(device)
         self.dtype = dtype
         self.block_size = block_size
-        # Built on the meta device so no time goes into random init of weights about to load.
-        with torch.device("meta"):
-            model = CausalLM(self.config)
-        self.model = model.to(dtype=dtype).to_empty(device=self.device)
-        self.model.model.rotary_emb.reset_parameters()
-        load_weights(self.model, model_dir)
-        self.model.eval()
+        self.model = self._empty_model()
+        copy_weights(self.model, checkpoint_tensors(model_dir), str(model_dir))
         # What a decode step reads: every weight once (a tied embedding as the LM head).
         self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        if can_pack(self.device):
-            pack_linear_layers(self.model)
+        self.packed = self._ready(self.model)
         c = self.config
         self.num_blocks = num_blocks or self._pool_size(kv_cache_gib)
         self.kv_cache = torch.zeros(
@@ -138,6 +141,30 @@ class ModelRunner:
             device=self.device,
             dtype=dtype,
         )
+
+    def _empty_model(self) -> CausalLM:
+        # Built on the meta device so no time goes into random init of weights about to load.
+        with torch.device("meta"):
+            model = CausalLM(self.config)
+        model = model.to(dtype=self.dtype).to_empty(device=self.device)
+        model.model.rotary_emb.reset_parameters()
+        return model
+
+    def _ready(self, model: CausalLM) -> bool:
+        """Put `model` in eval mode and pack its large layers where oneDNN runs them; say
+        whether any was packed."""
+        model.eval()
+        return can_pack(self.device) and pack_linear_layers(model) > 0
+
+    def update_weights(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Take new weights, by their Hugging Face names (a trainer's `state_dict().items()`):
+        copied in place, or, where the layers are packed for oneDNN (CPU), into a model built
+        afresh and packed again (a packed weight is no parameter to copy into)."""
+        model = self._empty_model() if self.packed else self.model
+        copy_weights(model, tensors, "the new weights")
+        if self.packed:
+            self._ready(model)
+        self.model = model
 
     @staticmethod
     def kv_bytes_per_block(config: PretrainedConfig, block_size: int, dtype: torch.dtype) -> int:

@@ -38,14 +38,18 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
 
 
-def pack_linear_layers(model: CausalLM) -> None:
+def pack_linear_layers(model: CausalLM) -> int:
     """Replace every nn.Linear of `model` with at least MIN_PACKED_WEIGHTS weights by a
     PackedLinear, in place; a tied LM head that large gets a packed copy of the embedding (the
-    embedding stays for the lookup)."""
+    embedding stays for the lookup). Returns how many layers were packed."""
+    packed = 0
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, nn.Linear) and child.weight.numel() >= MIN_PACKED_WEIGHTS:
                 setattr(module, name, PackedLinear(child.weight, child.bias))
+                packed += 1
     embedding = model.model.embed_tokens.weight
     if model.lm_head is None and embedding.numel() >= MIN_PACKED_WEIGHTS:
         model.lm_head = PackedLinear(embedding, None)
+        packed += 1
+    return packed

@@ -86,6 +86,17 @@ class PrefixCache:
         for block_id in reversed(block_ids):
             self.pool.release(self.pool.blocks[block_id])
 
+    def forget_all(self) -> None:
+        """Drop every cached block (the weights that computed their KV have changed); only when
+        no block is in use."""
+        if any(block.ref_count for block in self.pool.blocks):
+            raise RuntimeError("the prefix cache cannot be dropped while blocks are in use")
+        for block_id in list(self.pool.evictable):
+            self.pool.blocks[block_id].key = None
+            self.pool.free.append(block_id)
+        self.pool.evictable.clear()
+        self.index.clear()
+
     def check_integrity(self, block_tables: Iterable[list[int]]) -> None:
         """Raise AssertionError if the pool's bookkeeping disagrees with the block tables."""
         pool = self.pool
