@@ -264,6 +264,28 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     prm.add_argument("--data", type=Path, help="override the recipe's stepwise-label file")
     prm.add_argument("--model", help="backbone: a causal LM folder or builtin")
     prm.add_argument("--targets", choices=["hard", "soft"], help="train on labels or scores")
+    grpo = add_loop(
+        loops,
+        "grpo",
+        "reinforcement learning with verifiable rewards (GRPO, Dr. GRPO, DAPO)",
+        "Train with GRPO from a YAML recipe (see configs/recipes/grpo.yaml): rollouts by the "
+        "native engine in process, rule rewards, group-relative advantages; OUT/log.jsonl per "
+        "step (tts train plot draws it), OUT/final at the end.",
+    )
+    grpo.add_argument("--model", help="start from this causal LM folder or builtin")
+    grpo.add_argument("--dataset", help="override the recipe's training problems")
+    plot = loops.add_parser(
+        "plot",
+        help="draw a training log's metrics against steps",
+        description="Draw metrics of OUT/log.jsonl (any loop's) against steps, one panel each.",
+    )
+    plot.add_argument("log", type=Path, help="a log.jsonl, or the run folder holding it")
+    plot.add_argument(
+        "--metrics",
+        default="reward,accuracy,length_mean,eval_pass@1",
+        help="comma-separated keys of the log (default: reward,accuracy,length_mean,eval_pass@1)",
+    )
+    plot.add_argument("--out", type=Path, help="PNG to write (default: beside the log)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -318,6 +340,16 @@ def run(args: argparse.Namespace) -> None:
         overrides = {k: v for k, v in vars(args).items() if k not in ("command", "loop", "recipe")}
         for key, value in train_prm(load_config(args.recipe, **overrides)).items():
             print(f"{key}: {value}")
+    elif args.command == "train" and args.loop == "grpo":
+        from tts.train.grpo import load_config, train_grpo
+
+        overrides = {k: v for k, v in vars(args).items() if k not in ("command", "loop", "recipe")}
+        for key, value in train_grpo(load_config(args.recipe, **overrides)).items():
+            print(f"{key}: {value}")
+    elif args.command == "train" and args.loop == "plot":
+        from tts.train.curves import plot_log
+
+        print(plot_log(args.log, args.metrics.split(","), args.out))
     elif args.command == "train":
         from tts.train.loop import read_yaml
         from tts.train.sft import load_config, train_sft

@@ -1,0 +1,134 @@
+"""`tts train grpo` end to end on the built-in model through the native engine, real files;
+the reward mix and the problem sampler on small cases."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tts.cli import main
+from tts.data.datasets import Problem, load_dataset
+from tts.engine import SamplingParams, load, resolve_model
+from tts.errors import TTSError
+from tts.train.grpo import GRPOConfig, ProblemSampler, load_config, train_grpo
+from tts.train.grpo_rewards import RewardConfig, group_rewards
+
+from .resume import assert_same_weights, kill_after_a_checkpoint
+
+
+def recipe(folder: Path, **overrides) -> Path:
+    values = {
+        "out": str(folder / "out"),
+        "dataset": "synth:arith:2:40:train",
+        "prompts_per_step": 4,
+        "group_size": 4,
+        "max_tokens": 96,
+        "max_steps": 4,
+        "batch_size": 8,
+        "lr": 1e-4,
+        "warmup_steps": 1,
+        "save_every": 2,
+        "eval_dataset": "synth:arith:2:8",
+        "eval_samples": 2,
+        "eval_every": 2,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values | overrides))
+    return path
+
+
+def log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "out" / "log.jsonl").read_text().splitlines()]
+
+
+def test_grpo_trains_logs_and_resumes_after_a_kill_to_the_same_weights(tmp_path, capsys):
+    main(["train", "grpo", "--recipe", str(recipe(tmp_path / "a"))])
+    printed = capsys.readouterr().out
+    assert "final:" in printed and "eval_pass@1:" in printed
+    steps = [r for r in log(tmp_path / "a") if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    for key in ("accuracy", "length_mean", "length_max", "clip_fraction", "entropy", "loss"):
+        assert all(key in r for r in steps), key
+    assert all(r["rollout_tokens_per_s"] > 0 and r["train_tokens_per_s"] > 0 for r in steps)
+    evals = [r["step"] for r in log(tmp_path / "a") if "eval_pass@1" in r]
+    assert evals == [0, 2, 4]
+    start = resolve_model("builtin") / "model.safetensors"
+    final = tmp_path / "a" / "out" / "final"
+    with pytest.raises(AssertionError):  # training moved the weights
+        assert_same_weights(start.parent, final)
+
+    killed = recipe(tmp_path / "b")
+    out = killed.parent / "out"
+    stopped_at = kill_after_a_checkpoint("tts.train.grpo", "train_grpo", killed, out)
+    assert 2 <= stopped_at < 4
+    train_grpo(load_config(killed))
+    assert_same_weights(final, tmp_path / "b" / "out" / "final")
+    assert [r["step"] for r in log(tmp_path / "b") if "reward" in r] == [1, 2, 3, 4]
+
+    png = tmp_path / "curves.png"
+    main(["train", "plot", str(tmp_path / "a" / "out"), "--out", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="has no nothing_here"):
+        main(["train", "plot", str(tmp_path / "a" / "out"), "--metrics", "nothing_here"])
+
+
+def test_the_engine_samples_from_the_trained_weights(tmp_path):
+    """After training, the rollout engine holds the trainer's weights: its log-probabilities
+    are those of the final folder loaded by transformers."""
+    config = load_config(recipe(tmp_path, max_steps=1, eval_dataset=None, lr=1e-3))
+    train_grpo(config)
+    final = config.out / "final"
+    prompt = "Evaluate 3 + 4 * 2."
+    params = SamplingParams(temperature=0, max_tokens=8, logprobs=2)
+    ours = asyncio.run(load(final, backend="native", device="cpu").generate(prompt, params))[0]
+    theirs = asyncio.run(load(final, backend="hf", device="cpu").generate(prompt, params))[0]
+    start = asyncio.run(load("builtin", backend="hf", device="cpu").generate(prompt, params))[0]
+    for a, b in zip(ours.logprobs, theirs.logprobs):
+        assert all(abs(a[k] - b[k]) < 1e-4 for k in a)
+    assert any(
+        abs(a[k] - s.get(k, 0.0)) > 1e-4 for a, s in zip(theirs.logprobs, start.logprobs) for k in a
+    )
+
+
+def test_dynamic_sampling_drops_groups_whose_rewards_are_all_equal(tmp_path):
+    # Difficulty 1: the built-in model gets most groups all right, so most are dropped.
+    config = load_config(
+        recipe(tmp_path, dataset="synth:arith:1:40:train", max_steps=1, eval_dataset=None),
+        loss={"variant": "dapo"},
+    )
+    assert config.dynamic_sampling
+    train_grpo(config)
+    (step,) = [r for r in log(tmp_path) if "reward" in r]
+    assert step["groups_drawn"] > step["groups_kept"]
+    assert step["groups_kept"] <= config.prompts_per_step
+
+
+def test_rewards_add_up_by_weight():
+    texts = ["The answer is \\boxed{7}.", "The answer is \\boxed{8}."]
+    ids = [[1] * 10, [2, 3] * 30]
+    plain, parts = group_rewards(texts, ids, "7", 100, RewardConfig())
+    assert plain == [1.0, 0.0] and parts == {"accuracy": [1.0, 0.0]}
+    shaped = RewardConfig(correctness="cosine", repetition_weight=1.0, repetition_ngram=4)
+    totals, parts = group_rewards(texts, ids, "7", 100, shaped)
+    assert parts["accuracy"] == [1.0, 0.0]
+    assert parts["repetition"][0] == 0.0 and parts["repetition"][1] < -0.9  # wrong, one loop
+    cosine, repetition = parts["cosine"], parts["repetition"]
+    assert totals == pytest.approx([cosine[0], cosine[1] + repetition[1]])
+    assert 1.0 < parts["cosine"][0] < 2.0 and -10.0 < parts["cosine"][1] < 0.0
+
+
+def test_problems_are_drawn_uniformly_by_curriculum_or_by_failure(tmp_path):
+    problems = [Problem(f"p{i}", f"q{i}", "1", {"pass_rate": i / 9}) for i in range(10)]
+    config = GRPOConfig(out=tmp_path, sampling="curriculum", max_steps=100, prompts_per_step=2)
+    early = ProblemSampler(problems, config).draw(0, 0, 2)
+    assert {p.id for p in early} <= {"p9", "p8", "p7"}  # the easiest quarter (rounded up)
+    failure = ProblemSampler(problems, config.model_copy(update={"sampling": "failure"}))
+    drawn = [p.id for step in range(200) for p in failure.draw(step, 0, 1)]
+    assert drawn.count("p0") > 5 * max(drawn.count("p9"), 1)  # never solved vs always solved
+    with pytest.raises(TTSError, match="curriculum sampling needs pass rates"):
+        ProblemSampler(load_dataset("synth:arith:2:10:train"), config)
