@@ -48,7 +48,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         help="native (default), hf (transformers, the reference) or vllm",
     )
     parser.add_argument("--dataset", default="math500", help="name, .jsonl path or hf:OWNER/NAME")
-    parser.add_argument("--prm", help="process reward model folder (best_of_n, beam, dvts, mcts)")
+    parser.add_argument(
+        "--prm", help="PRM folder for best_of_n, beam, dvts, mcts (default: builtin)"
+    )
     parser.add_argument("--n", dest="ns", type=budgets, default=[1, 4, 16], help="e.g. 1,4,16")
     parser.add_argument("--limit", type=int, help="first LIMIT problems only")
     parser.add_argument("--max-tokens", type=int, default=1024, help="per completion")

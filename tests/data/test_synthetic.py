@@ -4,6 +4,7 @@ wrong ones, seeds fix everything, eval sets stay apart from training data."""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -187,3 +188,16 @@ def test_bad_dataset_specs_are_one_line(spec):
     with pytest.raises(TTSError) as error:
         load_dataset(spec)
     assert "\n" not in str(error.value)
+
+
+def test_a_slip_pair_is_the_right_next_step_and_a_slipped_one_after_a_right_prefix():
+    rng = random.Random(0)
+    depths = set()
+    for index in range(40):
+        problem = make_problem("arith", 3, index)
+        prefix, right, slipped = arith.slip_pair(rng, problem.instance)
+        steps = arith.solution_steps(problem.instance)
+        assert prefix == steps[: len(prefix)] and right == steps[len(prefix)]
+        assert check_step(problem, prefix, right) and not check_step(problem, prefix, slipped)
+        depths.add(len(prefix))
+    assert depths == {0, 1, 2, 3}

@@ -28,7 +28,7 @@ from tts.data.datasets import load_dataset
 from tts.data.jsonl import read_records
 from tts.engine import load
 from tts.errors import TTSError
-from tts.search import make_strategy
+from tts.search import default_prm, make_strategy
 
 WALL = ("wall_seconds", "wall-clock seconds per problem (log scale)")
 
@@ -66,7 +66,7 @@ def run_compare(base: BenchConfig, strategies: list[str]) -> dict[str, Any]:
         name, options, ns = parse_strategy(spec)
         for n in ns or base.ns:
             # Majority voting reads no scores: keep the PRM out of its name.
-            prm = None if name == "majority" else base.prm
+            prm = default_prm(name, None if name == "majority" else base.prm)
             update = {"strategy": name, "options": options, "ns": [n], "prm": prm}
             config = base.model_copy(update=update)
             try:
@@ -89,10 +89,10 @@ def run_compare(base: BenchConfig, strategies: list[str]) -> dict[str, Any]:
             continue
         if backend is None:
             backend = load(base.model, base.backend, device=base.device, dtype=base.dtype)
-            if base.prm:
-                from tts.verifiers import load_scorer
+        if config.prm and scorer is None:  # every plan that scores has the same PRM
+            from tts.verifiers import load_scorer
 
-                scorer = load_scorer(base.prm, device=base.device, dtype=base.dtype)
+            scorer = load_scorer(config.prm, device=base.device, dtype=base.dtype)
         run_bench(config, backend, scorer if config.prm else None)
         summary = orjson.loads((config.out / "summary.json").read_bytes())
         spent = timings.setdefault(f"{config.label} n={config.ns[0]}", {"seconds": 0.0, "rows": 0})

@@ -9,7 +9,8 @@ from typing import Any
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per strategy and n: problems, accuracy, mean@n (per-sample accuracy), pass@n, maj@n, mean
-    generated tokens, cached share of prompt tokens and seconds per problem."""
+    generated tokens and PRM input tokens, cached share of prompt tokens and seconds per
+    problem."""
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         groups[record["strategy"], record["n"]].append(record)
@@ -27,6 +28,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mean@n": sum(_sample_accuracy(r) for r in group) / count,
                 "maj@n": sum(r["majority_correct"] for r in group) / count,
                 "tokens": sum(r["usage"]["completion_tokens"] for r in group) / count,
+                "scorer_tokens": sum(r["usage"]["scorer_tokens"] for r in group) / count,
                 "cached_share": _cached_share(group),
                 "seconds": sum(r["usage"]["seconds"] for r in group) / count,
             }

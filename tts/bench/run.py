@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
 from tts.bench.report import summarize
@@ -24,7 +24,7 @@ from tts.data.datasets import Problem, load_dataset
 from tts.data.jsonl import RecordWriter, read_records
 from tts.engine import Backend, load
 from tts.errors import TTSError
-from tts.search import SearchResult, make_strategy, strategy_label
+from tts.search import SearchResult, default_prm, make_strategy, strategy_label
 from tts.search.base import derive_seed
 from tts.search.select import vote
 from tts.verifiers import Scorer, math_equal
@@ -40,7 +40,9 @@ class BenchConfig(BaseModel):
     dataset: str = Field("math500", description="dataset name, .jsonl path or hf:OWNER/NAME")
     strategy: str = Field("majority", description="search strategy")
     options: dict[str, Any] = Field({}, description="the strategy's own options")
-    prm: str | None = Field(None, description="process reward model folder, for guided search")
+    prm: str | None = Field(
+        None, description="process reward model folder, or builtin (the default for search)"
+    )
     ns: list[int] = Field([1, 4, 16], description="budgets: the strategy's n per problem")
     limit: int | None = Field(None, ge=1, description="first LIMIT problems only")
     max_tokens: int = Field(1024, ge=1, description="most tokens per solution")
@@ -52,6 +54,11 @@ class BenchConfig(BaseModel):
     device: str | None = Field(None, description="torch device; default cuda if present")
     dtype: str | None = Field(None, description="float32, bfloat16 or float16")
     plot: bool = Field(False, description="draw accuracy against tokens to OUT/accuracy.png")
+
+    @model_validator(mode="after")
+    def _default_prm(self) -> BenchConfig:
+        self.prm = default_prm(self.strategy, self.prm)
+        return self
 
     def identity(self) -> dict[str, Any]:
         """The settings a results folder is only valid for."""

@@ -34,7 +34,7 @@ from tts.data.datasets import Problem, load_dataset
 from tts.data.jsonl import RecordWriter, read_records
 from tts.engine import Backend, load
 from tts.errors import TTSError
-from tts.search import Candidate, make_strategy, strategy_label
+from tts.search import Candidate, default_prm, make_strategy, strategy_label
 from tts.search.base import DEFAULT_INSTRUCTION, derive_seed
 from tts.verifiers import Scorer, math_equal
 
@@ -91,11 +91,14 @@ class SamplingJobConfig(JobConfig):
 
     strategy: str = Field("majority", description="search strategy whose candidates are used")
     options: dict[str, Any] = Field({}, description="the strategy's own options")
-    prm: str | None = Field(None, description="process reward model folder, for guided search")
+    prm: str | None = Field(
+        None, description="process reward model folder, or builtin (the default for search)"
+    )
     n: int = Field(16, ge=1, description="candidates sampled per problem")
 
     @model_validator(mode="after")
     def _strategy_builds(self) -> SamplingJobConfig:
+        self.prm = default_prm(self.strategy, self.prm)
         make_strategy(self.strategy, **self.strategy_options(""))  # a one-line TTSError if not
         return self
 

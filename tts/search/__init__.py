@@ -22,6 +22,7 @@ __all__ = [
     "Strategy",
     "StrategyConfig",
     "Usage",
+    "default_prm",
     "make_strategy",
     "strategy_label",
 ]
@@ -35,6 +36,14 @@ STRATEGIES: dict[str, tuple[type, type[StrategyConfig]]] = {
     "dvts": (DVTS, DVTSConfig),
     "mcts": (MCTS, MCTSConfig),
 }
+
+
+def default_prm(strategy: str, prm: str | None) -> str | None:
+    """The PRM a strategy runs with: the one given; else the built-in one (`tts/builtin_prm`)
+    for every strategy that reads scores, and none for majority voting."""
+    if prm is not None or strategy == "majority":
+        return prm
+    return "builtin"
 
 
 def make_strategy(name: str, **options: Any) -> Strategy:

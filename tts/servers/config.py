@@ -38,7 +38,9 @@ class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("builtin", description="Hugging Face model folder to serve, or builtin")
-    prm: str | None = Field(None, description="process reward model folder for guided search")
+    prm: str | None = Field(
+        None, description="process reward model folder for guided search; default: builtin"
+    )
     backend: str = Field("native", description="generation backend: native, hf or vllm")
     device: str | None = Field(None, description="torch device; default cuda if present, else cpu")
     dtype: str | None = Field(None, description="float32, bfloat16 or float16; default by device")

@@ -20,9 +20,8 @@ def serve(config: ServerConfig) -> None:
         dtype=config.dtype,
         **config.engine_options,
     )
-    scorer = None
-    if config.prm is not None:
-        scorer = load_scorer(config.prm, device=config.device, dtype=config.dtype)
+    # Guided search scores with the built-in PRM unless another one is named.
+    scorer = load_scorer(config.prm or "builtin", device=config.device, dtype=config.dtype)
     app = create_app(backend, scorer, config)
     print(f"tts: serving {config.model_name!r} on http://{config.host}:{config.port}/v1")
     uvicorn.run(app, host=config.host, port=config.port, log_level="info")

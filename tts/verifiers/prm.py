@@ -34,6 +34,10 @@ from tts.verifiers.prm_token import TRL_STEP_SEPARATOR, TokenClassificationPRM
 
 PRM_CONFIG = "prm_config.json"
 
+# The PRM that ships inside the package (`--prm builtin`, trained by `tts train prm` on the
+# built-in model's own samples; its card is README.md in that folder).
+BUILTIN_PRM = Path(__file__).resolve().parent.parent / "builtin_prm"
+
 Format = Literal["token_classification", "math_shepherd", "qwen_prm"]
 
 
@@ -55,12 +59,16 @@ def load_scorer(
     dtype: str | torch.dtype | None = None,
     max_batch_size: int = 32,
 ) -> BatchedScorer:
-    """Load the PRM in the Hugging Face folder `path` as a `Scorer`.
+    """Load the PRM in the Hugging Face folder `path` ("builtin": the shipped one) as a `Scorer`.
 
     device: defaults to CUDA when there is one, else CPU.
     dtype: "float32", "bfloat16" or "float16"; defaults to float32 on CPU and bfloat16 elsewhere.
     max_batch_size: the most `score` calls one forward pass takes.
     """
+    if str(path) == "builtin":
+        if not (BUILTIN_PRM / "config.json").is_file():
+            raise TTSError(f"the built-in PRM is missing from this installation ({BUILTIN_PRM})")
+        path = BUILTIN_PRM
     path = Path(path).expanduser()
     if not path.is_dir():
         raise TTSError(f"PRM folder not found: {path}")

@@ -133,6 +133,16 @@ def wrong_step(rng: random.Random, expression: Expression) -> str:
     return step_text(a, op, b, slip, wrong_left)
 
 
+def slip_pair(rng: random.Random, expression: Expression) -> tuple[list[str], str, str]:
+    """The right solution's steps up to a random depth, the right next step, and that step with a
+    slip (`wrong_step`): a verifier that spots slips scores the right one higher."""
+    steps = solution_steps(expression)
+    depth = rng.randrange(len(steps))
+    for _ in range(depth):
+        expression = expression.reduce()[-1]
+    return steps[:depth], steps[depth], wrong_step(rng, expression)
+
+
 def parse_expression(text: str) -> Expression | None:
     tokens = text.split()
     if len(tokens) % 2 == 0 or not all(t.isdigit() for t in tokens[::2]):
