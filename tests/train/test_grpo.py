@@ -8,13 +8,23 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tts.cli import main
 from tts.data.datasets import Problem, load_dataset
 from tts.engine import SamplingParams, load, resolve_model
 from tts.errors import TTSError
-from tts.train.grpo import GRPOConfig, ProblemSampler, load_config, train_grpo
+from tts.train.grpo import (
+    GRPOConfig,
+    ProblemSampler,
+    load_config,
+    rollout,
+    token_logprobs,
+    train_grpo,
+    update,
+)
 from tts.train.grpo_rewards import RewardConfig, group_rewards
 
 from .resume import assert_same_weights, kill_after_a_checkpoint
@@ -132,3 +142,28 @@ def test_problems_are_drawn_uniformly_by_curriculum_or_by_failure(tmp_path):
     assert drawn.count("p0") > 5 * max(drawn.count("p9"), 1)  # never solved vs always solved
     with pytest.raises(TTSError, match="curriculum sampling needs pass rates"):
         ProblemSampler(load_dataset("synth:arith:2:10:train"), config)
+
+
+def test_one_update_moves_probability_towards_the_completions_with_higher_advantage(tmp_path):
+    config = load_config(recipe(tmp_path, lr=1e-3, warmup_steps=0, eval_dataset=None))
+    model = AutoModelForCausalLM.from_pretrained(resolve_model("builtin"), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin"))
+    backend = load("builtin", "native", device="cpu")
+    sampler = ProblemSampler(load_dataset(config.dataset), config)
+    batch = rollout(backend, tokenizer, sampler, config, step=0)
+    assert batch.groups_kept == config.prompts_per_step and any(batch.advantages)
+
+    def completion_logprobs() -> torch.Tensor:
+        with torch.no_grad():
+            logprobs, mask, _ = token_logprobs(
+                model, batch.sequences, batch.starts, tokenizer.pad_token_id, config
+            )
+        return (logprobs * mask).sum(dim=1)
+
+    before = completion_logprobs()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    update(model, None, optimizer, batch, tokenizer.pad_token_id, config)
+    moved = completion_logprobs() - before
+    advantages = torch.tensor(batch.advantages)
+    assert (advantages * moved).sum() > 0
+    assert moved[advantages > 0].mean() > moved[advantages < 0].mean()
