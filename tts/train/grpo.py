@@ -33,21 +33,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import orjson
 import torch
 from pydantic import Field, model_validator
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tts.data.datasets import Problem, load_dataset
-from tts.data.jsonl import RecordWriter, read_records
 from tts.devices import resolve_device
 from tts.engine import SamplingParams, load, resolve_model
 from tts.engine.backend import Completion, encode_prompt
 from tts.errors import TTSError
 from tts.search.base import DEFAULT_INSTRUCTION, build_prompt, derive_seed
 from tts.train.grpo_rewards import RewardConfig, group_rewards
-from tts.train.loop import LoopConfig, load_recipe, lr_at, resume_state, save
+from tts.train.loop import (
+    LoopConfig,
+    load_recipe,
+    lr_at,
+    make_optimizer,
+    open_log,
+    resume_state,
+    save,
+)
 from tts.train.policy_loss import LossConfig, group_advantages, informative_groups, policy_loss
 from tts.verifiers import math_equal
 from tts.verifiers.extract import extract_answer
@@ -85,6 +91,16 @@ class GRPOConfig(LoopConfig):
         if self.dynamic_sampling is None:
             self.dynamic_sampling = self.loss.variant == "dapo"
         return self
+
+    def sampling_params(self, n: int, *seed_parts: object) -> SamplingParams:
+        """`n` samples at the rollout settings, seeded by the run seed and `seed_parts`."""
+        return SamplingParams(
+            n=n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=derive_seed(self.seed, *seed_parts),
+        )
 
 
 def load_config(path: str | Path, **overrides: object) -> GRPOConfig:
@@ -163,13 +179,7 @@ def sample_groups(
 
     async def one(problem: Problem):
         prompt = build_prompt(tokenizer, problem.problem, config.instruction)
-        params = SamplingParams(
-            n=config.group_size,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_tokens=config.max_tokens,
-            seed=derive_seed(config.seed, "rollout", step, round_, problem.id),
-        )
+        params = config.sampling_params(config.group_size, "rollout", step, round_, problem.id)
         return problem, encode_prompt(tokenizer, prompt), await backend.generate(prompt, params)
 
     async def every():
@@ -258,26 +268,14 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         resolve_model(config.model), "native", device=str(device), num_blocks=config.engine_blocks
     )
     backend.update_weights(model.state_dict().items())
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in model.parameters() if p.dim() >= 2]},
-            {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-        betas=(0.9, 0.95),
-        weight_decay=config.weight_decay,
-    )
+    optimizer = make_optimizer(model, config)
     step = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         sampler.success = state["success"]
         step = state["step"]
-    config.out.mkdir(parents=True, exist_ok=True)
-    log_path = config.out / "log.jsonl"
-    kept = [r for r in read_records(log_path) if r["step"] <= step]
-    log_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in kept))
-    log = RecordWriter(log_path)
+    log = open_log(config, step)
     last_eval: dict[str, float] = {}
     if step == 0 and config.eval_dataset:
         last_eval = evaluate(backend, tokenizer, config)
@@ -390,13 +388,7 @@ def evaluate(backend, tokenizer, config: GRPOConfig) -> dict[str, float]:
 
     async def one(problem: Problem) -> float:
         prompt = build_prompt(tokenizer, problem.problem, config.instruction)
-        params = SamplingParams(
-            n=config.eval_samples,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_tokens=config.max_tokens,
-            seed=derive_seed(config.seed, "eval", problem.id),
-        )
+        params = config.sampling_params(config.eval_samples, "eval", problem.id)
         completions = await backend.generate(prompt, params)
         right = [
             (answer := extract_answer(c.text)) is not None and math_equal(answer, problem.answer)

@@ -132,6 +132,29 @@ def resume_state(config: LoopConfig) -> dict[str, Any] | None:
     return state
 
 
+def make_optimizer(model: torch.nn.Module, config: LoopConfig) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.95) with weight decay on matrices only, not on norms and biases."""
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in model.parameters() if p.dim() >= 2]},
+            {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(0.9, 0.95),
+        weight_decay=config.weight_decay,
+    )
+
+
+def open_log(config: LoopConfig, step: int) -> RecordWriter:
+    """OUT/log.jsonl to append to, less the lines logged after the checkpoint at `step` (a
+    resumed run logs them again)."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    path = config.out / "log.jsonl"
+    kept = [r for r in read_records(path) if r["step"] <= step]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in kept))
+    return RecordWriter(path)
+
+
 def run_loop(
     config: LoopConfig,
     model: torch.nn.Module,
@@ -152,27 +175,13 @@ def run_loop(
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     model.to(device).train()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-        betas=(0.9, 0.95),
-    )
+    optimizer = make_optimizer(model, config)
     step = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         step = state["step"]
-    config.out.mkdir(parents=True, exist_ok=True)
-    log_path = config.out / "log.jsonl"
-    # Lines logged after the checkpoint we resume from will be logged again: drop them.
-    kept = [r for r in read_records(log_path) if r["step"] <= step]
-    log_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in kept))
-    log = RecordWriter(log_path)
+    log = open_log(config, step)
     bar = tqdm(total=config.max_steps, initial=step, desc=name, unit="step")
     tokens, started = 0, time.perf_counter()
     while step < config.max_steps:
