@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,3 +41,8 @@ def assert_same_weights(a: Path, b: Path) -> None:
     first, second = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
     assert first.keys() == second.keys()
     assert all(torch.allclose(first[k], second[k], atol=1e-6) for k in first)
+
+
+def training_log(folder: Path) -> list[dict]:
+    """The lines of a run's log (`folder/out/log.jsonl`, as the tests' recipes place it)."""
+    return [json.loads(line) for line in (folder / "out" / "log.jsonl").read_text().splitlines()]

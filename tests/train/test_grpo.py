@@ -4,7 +4,6 @@ the reward mix and the problem sampler on small cases."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from tts.train.grpo import (
 )
 from tts.train.grpo_rewards import RewardConfig, group_rewards
 
-from .resume import assert_same_weights, kill_after_a_checkpoint
+from .resume import assert_same_weights, kill_after_a_checkpoint, training_log
 
 
 def recipe(folder: Path, **overrides) -> Path:
@@ -52,20 +51,16 @@ def recipe(folder: Path, **overrides) -> Path:
     return path
 
 
-def log(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "out" / "log.jsonl").read_text().splitlines()]
-
-
 def test_grpo_trains_logs_and_resumes_after_a_kill_to_the_same_weights(tmp_path, capsys):
     main(["train", "grpo", "--recipe", str(recipe(tmp_path / "a"))])
     printed = capsys.readouterr().out
     assert "final:" in printed and "eval_pass@1:" in printed
-    steps = [r for r in log(tmp_path / "a") if "reward" in r]
+    steps = [r for r in training_log(tmp_path / "a") if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     for key in ("accuracy", "length_mean", "length_max", "clip_fraction", "entropy", "loss"):
         assert all(key in r for r in steps), key
     assert all(r["rollout_tokens_per_s"] > 0 and r["train_tokens_per_s"] > 0 for r in steps)
-    evals = [r["step"] for r in log(tmp_path / "a") if "eval_pass@1" in r]
+    evals = [r["step"] for r in training_log(tmp_path / "a") if "eval_pass@1" in r]
     assert evals == [0, 2, 4]
     start = resolve_model("builtin") / "model.safetensors"
     final = tmp_path / "a" / "out" / "final"
@@ -78,7 +73,7 @@ def test_grpo_trains_logs_and_resumes_after_a_kill_to_the_same_weights(tmp_path,
     assert 2 <= stopped_at < 4
     train_grpo(load_config(killed))
     assert_same_weights(final, tmp_path / "b" / "out" / "final")
-    assert [r["step"] for r in log(tmp_path / "b") if "reward" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in training_log(tmp_path / "b") if "reward" in r] == [1, 2, 3, 4]
 
     png = tmp_path / "curves.png"
     main(["train", "plot", str(tmp_path / "a" / "out"), "--out", str(png)])
@@ -113,7 +108,7 @@ def test_dynamic_sampling_drops_groups_whose_rewards_are_all_equal(tmp_path):
     )
     assert config.dynamic_sampling
     train_grpo(config)
-    (step,) = [r for r in log(tmp_path) if "reward" in r]
+    (step,) = [r for r in training_log(tmp_path) if "reward" in r]
     assert step["groups_drawn"] > step["groups_kept"]
     assert step["groups_kept"] <= config.prompts_per_step
 

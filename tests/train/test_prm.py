@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.train.resume import assert_same_weights, kill_after_a_checkpoint
+from tests.train.resume import assert_same_weights, kill_after_a_checkpoint, training_log
 from tts.data.synthetic import arith, make_problem
 from tts.errors import TTSError
 from tts.train.prm import auroc, load_config, sibling_pairs, train_prm
@@ -61,10 +61,6 @@ def recipe(folder: Path, data: Path, **overrides) -> Path:
     return path
 
 
-def log(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "out" / "log.jsonl").read_text().splitlines()]
-
-
 def test_auroc_counts_ties_half_and_needs_both_classes():
     labels = np.array([True, True, False, False])
     assert auroc(labels, np.array([0.9, 0.8, 0.2, 0.1])) == 1.0
@@ -96,9 +92,9 @@ def test_training_learns_and_the_result_loads_as_a_scorer(tmp_path, labels, caps
     assert report["eval_steps"] > 0 and 0.3 < report["train_good_share"] < 0.9
     assert 0 <= report["eval_auroc"] <= 1 and float(printed["eval_auroc"]) == report["eval_auroc"]
     assert report["eval_sibling_pairs"] > 0 and 0 <= report["eval_sibling_accuracy"] <= 1
-    losses = [r["loss"] for r in log(tmp_path) if "loss" in r]
+    losses = [r["loss"] for r in training_log(tmp_path) if "loss" in r]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
-    assert any("eval_auroc" in r for r in log(tmp_path))
+    assert any("eval_auroc" in r for r in training_log(tmp_path))
     scorer = load_scorer(final, device="cpu")
     problem = make_problem("arith", 3, 0)
     steps = arith.solution_steps(problem.instance)
@@ -125,7 +121,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, labels):
     assert 3 <= stopped_at < 12
     train_prm(load_config(killed_recipe))
     assert_same_weights(tmp_path / "a" / "out" / "final", tmp_path / "b" / "out" / "final")
-    steps = [r["step"] for r in log(tmp_path / "b") if "loss" in r]
+    steps = [r["step"] for r in training_log(tmp_path / "b") if "loss" in r]
     assert steps == list(range(1, 13))  # no step logged twice
 
 
