@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.train.resume import assert_same_weights, kill_after_a_checkpoint
+from tests.train.resume import assert_same_weights, kill_after_a_checkpoint, training_log
 from tts.engine import SamplingParams, load
 from tts.errors import TTSError
 from tts.train.loop import lr_at
@@ -87,8 +87,24 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, data):
     assert 3 <= stopped_at < 12
     train_sft(load_config(killed_recipe))
     assert_same_weights(tmp_path / "a" / "out" / "final", tmp_path / "b" / "out" / "final")
-    steps = [json.loads(x)["step"] for x in (tmp_path / "b/out/log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 13))  # no step logged twice
+    whole, resumed = training_log(tmp_path / "a"), training_log(tmp_path / "b")
+    assert [r["step"] for r in resumed] == list(range(1, 13))  # no step logged twice
+    assert [r["tokens"] for r in resumed] == [r["tokens"] for r in whole]
+
+
+def test_a_token_budget_gives_data_of_different_lengths_the_same_compute(tmp_path, data):
+    longer = tmp_path / "longer.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for row in rows:
+        answer = row["messages"][-1]
+        answer["content"] = "Let me think it over twice.\n\n" * 3 + answer["content"]
+    longer.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for name, path in (("short", data), ("long", longer)):
+        train_sft(load_config(recipe(tmp_path / name, path, token_budget=6000, max_steps=1)))
+    short, long = training_log(tmp_path / "short"), training_log(tmp_path / "long")
+    assert len(long) < len(short) / 1.5  # fewer steps of longer sequences
+    for log in (short, long):
+        assert log[-1]["tokens"] == pytest.approx(6000, rel=0.2)
 
 
 def test_bad_input_is_named(tmp_path, data):

@@ -5,7 +5,8 @@ Every `save_every` steps the loop writes `OUT/checkpoint/`: a Hugging Face folde
 tokenizer) plus `trainer_state.pt` (optimizer, step, RNG state, config), replaced atomically.
 Running the same command again resumes from it, and because the data order is a function of
 (seed, epoch) and the RNG state is restored, the resumed run ends where an uninterrupted one does.
-`OUT/log.jsonl` gets the loss, learning rate, gradient norm, tokens/s and any eval metrics.
+`OUT/log.jsonl` gets the loss, learning rate, gradient norm, tokens trained so far (padding
+excluded), tokens/s and any eval metrics.
 """
 
 from __future__ import annotations
@@ -176,14 +177,14 @@ def run_loop(
     dtype = resolve_dtype(config.dtype, device)
     model.to(device).train()
     optimizer = make_optimizer(model, config)
-    step = 0
+    step, tokens = 0, 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
-        step = state["step"]
+        step, tokens = state["step"], state["tokens"]
     log = open_log(config, step)
     bar = tqdm(total=config.max_steps, initial=step, desc=name, unit="step")
-    tokens, started = 0, time.perf_counter()
+    resumed_tokens, started = tokens, time.perf_counter()
     while step < config.max_steps:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
@@ -201,13 +202,14 @@ def run_loop(
         bar.update()
         bar.set_postfix(loss=f"{total:.3f}")
         if step % config.log_every == 0 or step == config.max_steps:
-            rate = tokens / (time.perf_counter() - started)
+            rate = (tokens - resumed_tokens) / (time.perf_counter() - started)
             log.write(
                 {
                     "step": step,
                     "loss": total,
                     "lr": lr_at(step - 1, config),
                     "grad_norm": float(norm),
+                    "tokens": tokens,
                     "tokens_per_s": rate,
                 }
             )
@@ -216,6 +218,7 @@ def run_loop(
             state = {
                 "optimizer": optimizer.state_dict(),
                 "step": step,
+                "tokens": tokens,
                 "rng": torch.get_rng_state(),
                 "config": config.model_dump(mode="json"),
             }

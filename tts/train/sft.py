@@ -68,6 +68,12 @@ class SFTConfig(LoopConfig):
     )
     eval_every: int = Field(500, ge=1, description="steps between evaluations")
     eval_max_tokens: int = Field(256, ge=1, description="most tokens per eval answer")
+    token_budget: int | None = Field(
+        None,
+        ge=1,
+        description="train on about this many tokens (padding excluded) instead of max_steps: "
+        "runs on data of different lengths then get the same compute",
+    )
 
     @model_validator(mode="after")
     def _one_start(self) -> SFTConfig:
@@ -187,6 +193,13 @@ def evaluate(folder: Path, config: SFTConfig) -> float:
     return right / len(problems)
 
 
+def steps_for_budget(examples: list[tuple[list[int], list[int]]], config: SFTConfig) -> int:
+    """Optimizer steps whose batches hold about `token_budget` tokens, at the data's mean
+    sequence length."""
+    mean = sum(len(ids) for ids, _ in examples) / len(examples)
+    return max(1, round(config.token_budget / (mean * config.batch_size * config.grad_accum)))
+
+
 def train_sft(config: SFTConfig) -> Path:
     """Train (or resume); return the final model folder."""
     if config.synth:
@@ -196,14 +209,16 @@ def train_sft(config: SFTConfig) -> Path:
         for spec in config.synth:
             write_sft(config.data, **spec.model_dump())
     conversations = read_conversations(config.data)
-    state = resume_state(config)
-    if state is not None:
-        checkpoint = config.out / "checkpoint"
+    checkpoint = config.out / "checkpoint"
+    if (checkpoint / "trainer_state.pt").exists():
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     else:
         model, tokenizer = build_model(config, conversations)
     examples = [encode_conversation(tokenizer, m, config.max_length) for m in conversations]
+    if config.token_budget is not None:
+        config = config.model_copy(update={"max_steps": steps_for_budget(examples, config)})
+    state = resume_state(config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def loss_of(model, micro, device):
