@@ -256,6 +256,9 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     )
     sft.add_argument("--model", type=Path, help="fine-tune this Hugging Face folder instead")
     sft.add_argument("--init", type=Path, help="or train a new model of these sizes (YAML)")
+    sft.add_argument(
+        "--token-budget", type=int, help="train on about this many tokens instead of max_steps"
+    )
     prm = add_loop(
         loops,
         "prm",
@@ -360,6 +363,7 @@ def run(args: argparse.Namespace) -> None:
             args.recipe,
             out=args.out,
             max_steps=args.max_steps,
+            token_budget=args.token_budget,
             device=args.device,
             model=args.model,
             init=read_yaml(args.init) if args.init else None,

@@ -99,8 +99,19 @@ def test_a_token_budget_gives_data_of_different_lengths_the_same_compute(tmp_pat
         answer = row["messages"][-1]
         answer["content"] = "Let me think it over twice.\n\n" * 3 + answer["content"]
     longer.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    from tts.cli import main
+
     for name, path in (("short", data), ("long", longer)):
-        train_sft(load_config(recipe(tmp_path / name, path, token_budget=6000, max_steps=1)))
+        main(
+            [
+                "train",
+                "sft",
+                "--recipe",
+                str(recipe(tmp_path / name, path)),
+                "--token-budget",
+                "6000",
+            ]
+        )
     short, long = training_log(tmp_path / "short"), training_log(tmp_path / "long")
     assert len(long) < len(short) / 1.5  # fewer steps of longer sequences
     for log in (short, long):
