@@ -37,16 +37,13 @@ GRPO_RUNS = ("grpo_short", "grpo_long", "grpo_long_cosine")
 
 def train_all(recipes: Path) -> dict[str, Path]:
     """Run (or finish) each recipe; the output folder of each."""
+    loops = [(name, sft.load_config, sft.train_sft) for name in SFT_RUNS]
+    loops += [(name, grpo.load_config, grpo.train_grpo) for name in GRPO_RUNS]
     outs = {}
-    for name in SFT_RUNS:
-        config = sft.load_config(recipes / f"{name}.yaml")
+    for name, load_config, train in loops:
+        config = load_config(recipes / f"{name}.yaml")
         if not (config.out / "final").exists():
-            sft.train_sft(config)
-        outs[name] = config.out
-    for name in GRPO_RUNS:
-        config = grpo.load_config(recipes / f"{name}.yaml")
-        if not (config.out / "final").exists():
-            grpo.train_grpo(config)
+            train(config)
         outs[name] = config.out
     return outs
 
