@@ -5,8 +5,9 @@ at the scale of a CPU, on the arith task with the built-in model's architecture.
 
 1. SFT from scratch on long-CoT traces (`<think>` with slips noticed and repaired, then the
    short solution) vs on short-CoT traces, the same token budget each (sft_long.yaml,
-   sft_short.yaml): held-out pass@1 on synth:arith:3.
-2. GRPO with the accuracy reward from each SFT model (grpo_long.yaml, grpo_short.yaml): the
+   sft_short.yaml): held-out pass@1 on synth:arith:1.
+2. GRPO with the accuracy reward from each SFT model (grpo_long.yaml, grpo_short.yaml), on
+   synth:arith:1 problems (the long-CoT model is right about 1% of the time on arith:3): the
    gain in pass@1 over its start.
 3. GRPO from the long-CoT model with the accuracy reward vs with the cosine length reward and
    the n-gram repetition penalty (grpo_long.yaml, grpo_long_cosine.yaml): mean response length
@@ -35,17 +36,17 @@ SFT_RUNS = ("sft_short", "sft_long")
 GRPO_RUNS = ("grpo_short", "grpo_long", "grpo_long_cosine")
 
 
-def train_all(recipes: Path) -> dict[str, Path]:
-    """Run (or finish) each recipe; the output folder of each."""
+def train_all(recipes: Path) -> dict[str, sft.SFTConfig | grpo.GRPOConfig]:
+    """Run (or finish) each recipe; the config of each."""
     loops = [(name, sft.load_config, sft.train_sft) for name in SFT_RUNS]
     loops += [(name, grpo.load_config, grpo.train_grpo) for name in GRPO_RUNS]
-    outs = {}
+    configs = {}
     for name, load_config, train in loops:
         config = load_config(recipes / f"{name}.yaml")
         if not (config.out / "final").exists():
             train(config)
-        outs[name] = config.out
-    return outs
+        configs[name] = config
+    return configs
 
 
 def evals(log: list[dict]) -> list[dict]:
@@ -58,8 +59,8 @@ def length_curve(log: list[dict]) -> list[dict]:
     return [{"step": r["step"]} | {k: r[k] for k in keys} for r in log if "length_mean" in r]
 
 
-def summarise(outs: dict[str, Path]) -> dict:
-    logs = {name: read_records(out / "log.jsonl") for name, out in outs.items()}
+def summarise(configs: dict[str, sft.SFTConfig | grpo.GRPOConfig]) -> dict:
+    logs = {name: read_records(config.out / "log.jsonl") for name, config in configs.items()}
     scores = {name: evals(logs[name]) for name in GRPO_RUNS}
 
     def gain(name: str) -> float:
@@ -71,6 +72,7 @@ def summarise(outs: dict[str, Path]) -> dict:
         "grpo_gain_from_long": gain("grpo_long"),
         "grpo_gain_from_short": gain("grpo_short"),
         "grpo_gain_from_long_cosine": gain("grpo_long_cosine"),
+        "eval_dataset": {name: configs[name].eval_dataset for name in GRPO_RUNS},
         "sft_tokens": {name: logs[name][-1]["tokens"] for name in SFT_RUNS},
         "sft_steps": {name: logs[name][-1]["step"] for name in SFT_RUNS},
         "eval_pass@1": scores,
@@ -92,6 +94,7 @@ def plot(summary: dict, out: Path) -> None:
         "grpo_long": "long-CoT SFT + GRPO (accuracy)",
         "grpo_long_cosine": "long-CoT SFT + GRPO (cosine + repetition)",
     }
+    colors = {"grpo_short": "tab:blue", "grpo_long": "tab:orange", "grpo_long_cosine": "tab:green"}
     curves = {
         "grpo_long": summary["length_curves"]["accuracy_reward"],
         "grpo_long_cosine": summary["length_curves"]["cosine_repetition_reward"],
@@ -106,7 +109,8 @@ def plot(summary: dict, out: Path) -> None:
         for run in runs:
             points = summary["eval_pass@1"][run] if metric == "pass@1" else curves[run]
             steps = [p["step"] for p in points]
-            axes.plot(steps, [p[metric] for p in points], marker=".", label=labels[run])
+            values = [p[metric] for p in points]
+            axes.plot(steps, values, marker=".", color=colors[run], label=labels[run])
         axes.set_title(title)
         axes.set_xlabel("GRPO step")
         axes.grid(alpha=0.3)
