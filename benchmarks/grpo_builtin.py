@@ -65,11 +65,11 @@ def main() -> None:
     # The run's own eval problems (eval_limit) and the wider set; the second call reuses the
     # first's samples, as a bench folder resumes.
     limits = sorted({config.eval_limit, args.limit})
-    starts = {"start": config.model, "final": str(config.out / "final")}
+    models = {"start": config.model, "final": str(config.out / "final")}
     rows = {
         f"{name} {limit}": bench_row(model, config, limit, args.n, config.out / f"bench-{name}")
         for limit in reversed(limits)
-        for name, model in starts.items()
+        for name, model in models.items()
     }
     gains = {
         f"bench_gain_{metric}_{limit}_problems": rows[f"final {limit}"][key]
