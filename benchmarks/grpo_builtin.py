@@ -8,9 +8,10 @@ samples on each of the first `--limit` problems of the recipe's eval set, at the
 temperature and token budget, the same seeds for both, so pass@1 (the per-sample accuracy),
 maj@n and pass@n are paired. The run's own evals (every `eval_every` steps) are in its log.
 
-Writes benchmarks/results/grpo_builtin.json (the recipe, every training eval, the gain, both
-bench rows, and the training time when this call trained) and grpo_builtin.png (reward,
-accuracy, length and eval pass@1 against steps).
+Both are scored on the run's own eval problems (`eval_limit`) and on the first `--limit`.
+Writes benchmarks/results/grpo_builtin.json (the recipe, every training eval, the bench rows of
+both models at both sizes, the gains, and the training time when this call trained) and
+grpo_builtin.png (reward, mean length, entropy and eval pass@1 against steps).
 """
 
 from __future__ import annotations
