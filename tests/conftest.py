@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.prm_models import build_qwen_prm, build_shepherd_prm, build_token_prm
+from tests.prm_models import (
+    POLICY_PROMPT,
+    build_implicit_prm,
+    build_qwen_prm,
+    build_shepherd_prm,
+    build_token_prm,
+)
 from tts.engine.tiny import build_tiny_model
 
 
@@ -26,6 +32,19 @@ def tiny_qwen(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_prm_token(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A TRL-format token-classification PRM (Llama backbone) with a prm_config.json."""
     return build_token_prm(tmp_path_factory.mktemp("tiny-prm-token"))
+
+
+@pytest.fixture(scope="session")
+def tiny_prm_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same kind of PRM reading the policy's own text: a prompt template, one tokenization."""
+    folder = tmp_path_factory.mktemp("tiny-prm-policy")
+    return build_token_prm(folder, prompt_template=POLICY_PROMPT)
+
+
+@pytest.fixture(scope="session")
+def tiny_prm_implicit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An implicit PRM: a causal LM and the reference it is read against."""
+    return build_implicit_prm(tmp_path_factory.mktemp("tiny-prm-implicit"))
 
 
 @pytest.fixture(scope="session")

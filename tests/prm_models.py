@@ -33,9 +33,19 @@ def _spread(linear: torch.nn.Linear, std: float = HEAD_STD) -> None:
         linear.weight.normal_(0, std)
 
 
-def build_token_prm(out: str | Path, step_separator: str = "\n\n", seed: int = 0) -> Path:
+# A policy's prompt with literal braces around the problem's place, as \boxed{} instructions have.
+POLICY_PROMPT = "User: {problem}\nPut the answer in \\boxed{}.\nAssistant:"
+
+
+def build_token_prm(
+    out: str | Path,
+    step_separator: str = "\n\n",
+    seed: int = 0,
+    prompt_template: str | None = None,
+) -> Path:
     """A TRL-format `LlamaForTokenClassification` (two labels, BOS-adding tokenizer), with a
-    `prm_config.json` naming a separator other than TRL's default, so that reading it shows."""
+    `prm_config.json` naming a separator other than TRL's default, so that reading it shows,
+    and a prompt template when given (the policy's-text input)."""
     tokenizer = build_tokenizer(bos=True)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -51,7 +61,10 @@ def build_token_prm(out: str | Path, step_separator: str = "\n\n", seed: int = 0
     out = Path(out)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    (out / "prm_config.json").write_text(json.dumps({"step_separator": step_separator}))
+    settings = {"step_separator": step_separator}
+    if prompt_template is not None:
+        settings["prompt_template"] = prompt_template
+    (out / "prm_config.json").write_text(json.dumps(settings))
     return out
 
 
@@ -72,6 +85,40 @@ def build_shepherd_prm(out: str | Path, seed: int = 0) -> Path:
     out = Path(out)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def _causal_lm(out: Path, seed: int) -> Path:
+    tokenizer = build_tokenizer(bos=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **SIZES,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    _spread(model.lm_head)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_implicit_prm(out: str | Path, beta: float = 0.5, seed: int = 0) -> Path:
+    """An implicit PRM: a `LlamaForCausalLM` and, in `reference/` inside it (named relative to
+    the folder, as a moved folder needs), another one with other weights."""
+    out = Path(out)
+    _causal_lm(out, seed)
+    _causal_lm(out / "reference", seed + 1)
+    settings = {
+        "format": "implicit_prm",
+        "step_separator": "\n\n",
+        "prompt_template": POLICY_PROMPT,
+        "reference": "reference",
+        "beta": beta,
+    }
+    (out / "prm_config.json").write_text(json.dumps(settings))
     return out
 
 

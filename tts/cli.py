@@ -263,12 +263,18 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         loops,
         "prm",
         "a process reward model from stepwise labels (tts data shepherd)",
-        "Train a token-classification PRM with a YAML recipe (see configs/recipes/prm.yaml); "
-        "OUT/final loads as --prm.",
+        "Train a token-classification or implicit PRM with a YAML recipe (see "
+        "configs/recipes/prm.yaml); OUT/final loads as --prm.",
     )
     prm.add_argument("--data", type=Path, help="override the recipe's stepwise-label file")
     prm.add_argument("--model", help="backbone: a causal LM folder or builtin")
     prm.add_argument("--targets", choices=["hard", "soft"], help="train on labels or scores")
+    prm.add_argument(
+        "--objective",
+        choices=["classification", "implicit"],
+        help="a step head, or an implicit PRM (likelihood ratio against the start model)",
+    )
+    prm.add_argument("--input", choices=["trl", "policy"], help="TRL's input or the policy's text")
     grpo = add_loop(
         loops,
         "grpo",

@@ -16,6 +16,7 @@ import yaml
 from tests.train.resume import assert_same_weights, kill_after_a_checkpoint, training_log
 from tts.data.synthetic import arith, make_problem
 from tts.errors import TTSError
+from tts.search.base import build_prompt
 from tts.train.prm import auroc, load_config, sibling_pairs, train_prm
 from tts.verifiers import load_scorer
 
@@ -112,6 +113,49 @@ def test_soft_targets_train_on_the_scores(tmp_path, labels):
         train_prm(load_config(recipe(tmp_path / "b", no_scores, targets="soft")))
 
 
+def test_policy_input_trains_and_scores_on_the_text_the_policy_wrote(tmp_path, labels):
+    result = train_prm(load_config(recipe(tmp_path, labels, input="policy", max_steps=3)))
+    scorer = load_scorer(result["final"], device="cpu")
+    problem = make_problem("arith", 3, 0)
+    steps = arith.solution_steps(problem.instance)
+    ids, positions, start = scorer.encode(problem.problem, steps)
+    policy_text = build_prompt(scorer.tokenizer, problem.problem) + "".join(
+        step + "\n\n" for step in steps
+    )
+    assert scorer.tokenizer.decode(ids) == policy_text
+    assert ids == scorer.tokenizer(policy_text, add_special_tokens=False)["input_ids"]
+    # The built-in tokenizer writes a step's end as one token, as the policy generates it.
+    assert {scorer.tokenizer.decode([ids[p]]) for p in positions} == {".\n\n"}
+    assert len(asyncio.run(scorer.score(problem.problem, steps))) == len(steps)
+
+
+def test_implicit_prm_trains_resumes_and_loads_against_its_reference(tmp_path, labels):
+    implicit = {"objective": "implicit", "input": "policy", "beta": 1.0, "lr": 1e-4, "min_lr": 0}
+    result = train_prm(load_config(recipe(tmp_path / "a", labels, **implicit)))
+    final = Path(result["final"])
+    settings = json.loads((final / "prm_config.json").read_text())
+    assert settings["format"] == "implicit_prm" and settings["reference"] == "builtin"
+    losses = [r["loss"] for r in training_log(tmp_path / "a") if "loss" in r]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    scorer = load_scorer(final, device="cpu")
+    problem = make_problem("arith", 3, 0)
+    steps = arith.solution_steps(problem.instance)
+    scores = asyncio.run(scorer.score(problem.problem, steps))
+    assert len(scores) == len(steps) and all(0 < s < 1 for s in scores)
+    assert max(scores) - min(scores) > 1e-3
+    # Against itself the ratio is 0 everywhere: the reference really is the starting model.
+    still = recipe(tmp_path / "b", labels, **{**implicit, "max_steps": 1, "lr": 1e-12})
+    scorer = load_scorer(train_prm(load_config(still))["final"], device="cpu")
+    assert asyncio.run(scorer.score(problem.problem, steps)) == pytest.approx([0.5] * len(steps))
+    killed = recipe(tmp_path / "c", labels, **implicit)
+    stopped_at = kill_after_a_checkpoint(
+        "tts.train.prm", "train_prm", killed, tmp_path / "c" / "out"
+    )
+    assert 3 <= stopped_at < 12
+    train_prm(load_config(killed))
+    assert_same_weights(final, tmp_path / "c" / "out" / "final")
+
+
 def test_killed_training_resumes_to_the_same_weights(tmp_path, labels):
     train_prm(load_config(recipe(tmp_path / "a", labels)))
     killed_recipe = recipe(tmp_path / "b", labels)
@@ -130,6 +174,8 @@ def test_bad_input_is_named(tmp_path, labels):
     bad.write_text('{"prompt": "p", "completions": ["a", "b"], "labels": [true]}\n')
     with pytest.raises(TTSError, match="bad.jsonl, line 1: expected prompt"):
         train_prm(load_config(recipe(tmp_path, bad)))
+    with pytest.raises(TTSError, match="implicit scores the policy's own text; set input: policy"):
+        load_config(recipe(tmp_path, labels, objective="implicit"))
     with pytest.raises(TTSError, match="eval_share"):
         load_config(recipe(tmp_path, labels, eval_share=1.5))
     with pytest.raises(TTSError, match="model folder not found"):

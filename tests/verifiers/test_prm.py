@@ -19,7 +19,13 @@ from tts.verifiers.prm_shepherd import MathShepherdPRM
 
 PROBLEM = "What is $7 * 8 - 14$?"
 STEPS = ["First, 7 * 8 = 56.", "Then 56 - 14 = 42.", "The answer is \\boxed{42}."]
-FORMATS = ["tiny_prm_token", "tiny_prm_shepherd", "tiny_prm_qwen"]
+FORMATS = [
+    "tiny_prm_token",
+    "tiny_prm_policy",
+    "tiny_prm_implicit",
+    "tiny_prm_shepherd",
+    "tiny_prm_qwen",
+]
 
 
 def run(coroutine):
@@ -51,6 +57,51 @@ def token_by_hand(folder, problem: str, steps: list[str]) -> list[float]:
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
     return logits[positions].softmax(dim=-1)[:, 1].tolist()
+
+
+def policy_text(folder, problem: str, steps: list[str]) -> tuple[list[int], list[int], int]:
+    """The policy's text, tokenized as one string: the prompt template around the problem, each
+    step + separator. Returns the ids, the last token that ends inside each step, and the first
+    token past the prompt."""
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    settings = json.loads((folder / "prm_config.json").read_text())
+    text = settings["prompt_template"].replace("{problem}", problem)
+    prompt_end, ends = len(text), []
+    for step in steps:
+        text += step + settings["step_separator"]
+        ends.append(len(text))
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    assert encoding["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+    spans = encoding["offset_mapping"]
+    positions = [max(i for i, (_, stop) in enumerate(spans) if stop <= end) for end in ends]
+    start = min(i for i, (_, stop) in enumerate(spans) if stop > prompt_end)
+    return encoding["input_ids"], positions, start
+
+
+def policy_by_hand(folder, problem: str, steps: list[str]) -> list[float]:
+    """A token-classification head read on the policy's text at each step's last token."""
+    ids, positions, _ = policy_text(folder, problem, steps)
+    model = AutoModelForTokenClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    return logits[positions].softmax(dim=-1)[:, 1].tolist()
+
+
+def implicit_by_hand(folder, problem: str, steps: list[str]) -> list[float]:
+    """Yuan et al.'s q: sigmoid(beta * sum over the solution's tokens so far of log pi(token) -
+    log pi_ref(token)), one forward pass of each model over the policy's text."""
+    ids, positions, start = policy_text(folder, problem, steps)
+    settings = json.loads((folder / "prm_config.json").read_text())
+    inputs = torch.tensor([ids])
+    token_log_probs = []
+    for path in (folder, folder / settings["reference"]):
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        with torch.no_grad():
+            log_probs = model(inputs).logits[0].log_softmax(dim=-1)
+        token_log_probs.append([float(log_probs[t - 1, ids[t]]) for t in range(len(ids))])
+    ratio = [a - b for a, b in zip(*token_log_probs)]
+    values = [sum(ratio[start : end + 1]) for end in positions]
+    return torch.sigmoid(settings["beta"] * torch.tensor(values)).tolist()
 
 
 def shepherd_by_hand(folder, problem: str, steps: list[str]) -> list[float]:
@@ -89,6 +140,8 @@ def qwen_by_hand(folder, problem: str, steps: list[str]) -> list[float]:
 
 BY_HAND = {
     "tiny_prm_token": token_by_hand,
+    "tiny_prm_policy": policy_by_hand,
+    "tiny_prm_implicit": implicit_by_hand,
     "tiny_prm_shepherd": shepherd_by_hand,
     "tiny_prm_qwen": qwen_by_hand,
 }
@@ -165,7 +218,12 @@ def test_cancelled_callers_are_dropped(scorer):
 
 
 def test_a_separator_inside_a_step_keeps_one_score_per_step(scorer):
-    separator = {"TokenClassificationPRM": "\n\n", "MathShepherdPRM": "ки", "QwenPRM": "<extra_0>"}
+    separator = {
+        "TokenClassificationPRM": "\n\n",
+        "ImplicitPRM": "\n\n",
+        "MathShepherdPRM": "ки",
+        "QwenPRM": "<extra_0>",
+    }
     inside = separator[type(scorer).__name__]
     steps = [STEPS[0] + inside + "so", STEPS[1]]
     assert len(run(scorer.score(PROBLEM, steps))) == 2

@@ -6,11 +6,21 @@ Model: a two-label token-classification head on a causal backbone (`AutoModelFor
 over a causal LM folder keeps the backbone and adds a new `score` head); the built-in model's
 backbone by default. Input: exactly what the scorer builds at search time,
 `tts.verifiers.prm_token.encode_stepwise` (TRL's `PRMTrainer.tokenize_row`: the problem, then each
-step followed by `step_separator`), so train and test never disagree on where a step ends.
+step followed by `step_separator`), so train and test never disagree on where a step ends. With
+`input: policy` it is the policy's own text instead (`encode_policy_text`: the problem in the
+backbone's chat template with the default instruction, as strategies prompt, and one
+tokenization of the whole), which keeps a backbone that is the policy in its own distribution;
+the template goes into `prm_config.json`, so the scorer builds the same input.
 
 Loss: only at the token that ends each step. Hard targets: cross-entropy against the label;
 soft targets: cross-entropy against (1 - s, s), s the step's Math-Shepherd soft estimate (Wang
 et al., 2024, Sec. 3.3, eq. 5; the paper trains on hard labels, soft ones are its ablation).
+
+`objective: implicit` trains an implicit PRM instead (`tts.verifiers.prm_implicit`; Yuan et al.,
+2024): no head, the backbone stays a causal LM, and P(good) after a step is sigmoid(beta * the
+log-likelihood ratio of the solution so far against the untouched starting model), with the
+same loss at the same positions. The paper trains on outcome labels alone and finds step labels
+add little; here the steps' labels are what `tts data shepherd` gives, so they are used.
 
 Held out: `eval_share` of the problems (by `meta.problem_id`, else the prompt), never of the
 records, so steps of one problem never sit on both sides. Every `eval_every` steps and at the end
@@ -28,35 +38,58 @@ import hashlib
 import itertools
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 import transformers
-from pydantic import Field
-from transformers import AutoModelForTokenClassification, AutoTokenizer
+from pydantic import Field, model_validator
+from torch.nn.functional import binary_cross_entropy_with_logits
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from tts.data.jsonl import iter_jsonl
+from tts.devices import resolve_device
 from tts.engine import resolve_model
 from tts.errors import TTSError
+from tts.search.base import build_prompt
 from tts.train.loop import LoopConfig, load_recipe, resume_state, run_loop, save
 from tts.verifiers.prm import PRM_CONFIG
-from tts.verifiers.prm_token import encode_stepwise
+from tts.verifiers.prm_implicit import step_values, token_log_ratios
+from tts.verifiers.prm_token import PROBLEM, encode_policy_text, encode_stepwise
 
-# One example: token ids, the positions that end each step, the target at each (P(good)).
-Example = tuple[list[int], list[int], list[float]]
+# One example: token ids, the positions that end each step, the target at each (P(good)), and
+# the solution's first token (where an implicit PRM's sum starts).
+Example = tuple[list[int], list[int], list[float], int]
 
 
 class PRMConfig(LoopConfig):
     """One PRM run (the loop's settings are `LoopConfig`'s)."""
 
     data: Path = Field(description="stepwise-label JSON Lines (tts data shepherd)")
-    model: str = Field("builtin", description="causal LM folder whose backbone gets the head")
+    model: str = Field(
+        "builtin",
+        description="causal LM folder: the backbone a head goes on, or the implicit PRM's start "
+        "and reference",
+    )
     targets: Literal["hard", "soft"] = Field("hard", description="train on labels or scores")
     step_separator: str = Field("\n\n", min_length=1, description="text after each step")
+    input: Literal["trl", "policy"] = Field(
+        "trl", description="TRL's piecewise input, or the policy's own prompt and tokens"
+    )
+    objective: Literal["classification", "implicit"] = Field(
+        "classification", description="a step head, or an implicit PRM (likelihood ratio)"
+    )
+    beta: float = Field(0.5, gt=0, description="implicit PRM: P(good) = sigmoid(beta * ratio)")
     eval_share: float = Field(0.1, ge=0, lt=1, description="problems held out for eval")
     eval_every: int = Field(200, ge=1, description="steps between evaluations")
+
+    @model_validator(mode="after")
+    def _implicit_reads_the_policy(self) -> PRMConfig:
+        if self.objective == "implicit" and self.input != "policy":
+            raise ValueError("objective: implicit scores the policy's own text; set input: policy")
+        return self
 
 
 def load_config(path: str | Path, **overrides: object) -> PRMConfig:
@@ -100,26 +133,42 @@ def held_out(key: str, share: float) -> bool:
     return int.from_bytes(digest, "big") < share * 2**64
 
 
-def encode(tokenizer, prompt: str, steps: list[str], targets: list[float], config: PRMConfig):
+def encode(
+    tokenizer,
+    prompt: str,
+    steps: list[str],
+    targets: list[float],
+    config: PRMConfig,
+    prompt_template: str | None,
+) -> Example:
     """One example, cut to max_length (steps that end beyond it lose their target)."""
-    ids, positions = encode_stepwise(tokenizer, prompt, steps, config.step_separator)
+    start = 0
+    if prompt_template is None:
+        ids, positions = encode_stepwise(tokenizer, prompt, steps, config.step_separator)
+    else:
+        separator = config.step_separator
+        ids, positions, start = encode_policy_text(
+            tokenizer, prompt, steps, separator, prompt_template
+        )
     kept = [(p, t) for p, t in zip(positions, targets) if p < config.max_length]
-    return ids[: config.max_length], [p for p, _ in kept], [t for _, t in kept]
+    return ids[: config.max_length], [p for p, _ in kept], [t for _, t in kept], start
 
 
 def collate(batch: list[Example], pad_id: int, device: torch.device):
-    """Padded ids and mask, and (row, column, target) of every labelled position."""
-    width = max(len(ids) for ids, _, _ in batch)
+    """Padded ids and mask, (row, column, target) of every labelled position, and each row's
+    solution start."""
+    width = max(len(ids) for ids, _, _, _ in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     rows, cols, targets = [], [], []
-    for row, (seq, positions, values) in enumerate(batch):
+    for row, (seq, positions, values, _) in enumerate(batch):
         ids[row, : len(seq)] = torch.tensor(seq)
         mask[row, : len(seq)] = 1
         rows += [row] * len(positions)
         cols += positions
         targets += values
-    tensors = (ids, mask, torch.tensor(rows), torch.tensor(cols), torch.tensor(targets))
+    starts = torch.tensor([start for _, _, _, start in batch])
+    tensors = (ids, mask, torch.tensor(rows), torch.tensor(cols), torch.tensor(targets), starts)
     return tuple(t.to(device) for t in tensors)
 
 
@@ -156,9 +205,31 @@ def sibling_pairs(rows: list[tuple[str, list[str], list[float]]]) -> list[tuple[
     return pairs
 
 
+# log(P(good) / P(bad)) at every labelled position of a collated batch: (model, ids, mask, rows,
+# cols, starts) -> tensor.
+LogOdds = Callable[..., torch.Tensor]
+
+
+def head_log_odds(model, ids, mask, rows, cols, starts) -> torch.Tensor:
+    """A two-label head's log-odds (its softmax's label 1 is the sigmoid of this)."""
+    logits = model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
+    return logits[:, 1] - logits[:, 0]
+
+
+def implicit_log_odds(reference, beta: float) -> LogOdds:
+    """An implicit PRM's log-odds: beta times the solution's log-ratio against `reference`."""
+
+    def log_odds(model, ids, mask, rows, cols, starts) -> torch.Tensor:
+        ratios = token_log_ratios(model, reference, ids, mask)
+        return beta * step_values(ratios, rows, cols, starts)
+
+    return log_odds
+
+
 @torch.no_grad()
 def step_metrics(
     model,
+    log_odds: LogOdds,
     examples: list[Example],
     pairs: list[tuple[int, int, int]],
     pad_id: int,
@@ -170,12 +241,11 @@ def step_metrics(
     probabilities = []
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
-        ids, mask, rows, cols, _ = collate(batch, pad_id, device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
-        flat = iter(logits.softmax(dim=-1)[:, 1].tolist())
-        probabilities += [[next(flat) for _ in positions] for _, positions, _ in batch]
+        ids, mask, rows, cols, _, starts = collate(batch, pad_id, device)
+        flat = iter(torch.sigmoid(log_odds(model, ids, mask, rows, cols, starts)).tolist())
+        probabilities += [[next(flat) for _ in positions] for _, positions, _, _ in batch]
     p = np.array([x for ps in probabilities for x in ps])
-    y = np.array([t > 0.5 for _, _, ts in examples for t in ts])  # eval targets are 0 or 1
+    y = np.array([t > 0.5 for _, _, ts, _ in examples for t in ts])  # eval targets are 0 or 1
     result = {"eval_auroc": auroc(y, p), "eval_accuracy": float(((p >= 0.5) == y).mean())}
     if pairs:
         margins = np.array([probabilities[g][i] - probabilities[b][i] for g, b, i in pairs])
@@ -184,62 +254,79 @@ def step_metrics(
     return result
 
 
+def load_model(config: PRMConfig, state: dict | None):
+    """The model to train (a head on the backbone, or the causal LM itself) and its folder."""
+    implicit = config.objective == "implicit"
+    if state is not None:
+        source = config.out / "checkpoint"
+        kind = AutoModelForCausalLM if implicit else AutoModelForTokenClassification
+        return kind.from_pretrained(source, dtype=torch.float32), source
+    source = resolve_model(config.model)
+    if implicit:
+        return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), source
+    torch.manual_seed(config.seed)  # the new head's initialisation
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the head is new on purpose: no report
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            source, num_labels=2, dtype=torch.float32
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    return model, source
+
+
 def train_prm(config: PRMConfig) -> dict[str, object]:
     """Train (or resume); return the final folder, the class balance and the last metrics."""
     rows = read_stepwise(config.data, config.targets)
     state = resume_state(config)
-    if state is not None:
-        source = config.out / "checkpoint"
-        model = AutoModelForTokenClassification.from_pretrained(source, dtype=torch.float32)
-    else:
-        source = resolve_model(config.model)
-        torch.manual_seed(config.seed)  # the new head's initialisation
-        verbosity = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()  # the head is new on purpose: no report
-        try:
-            model = AutoModelForTokenClassification.from_pretrained(
-                source, num_labels=2, dtype=torch.float32
-            )
-        finally:
-            transformers.logging.set_verbosity(verbosity)
+    model, source = load_model(config, state)
     tokenizer = AutoTokenizer.from_pretrained(source)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.config.pad_token_id = pad_id
+    log_odds: LogOdds = head_log_odds
+    if config.objective == "implicit":
+        # The reference is the starting model, frozen, on a resume too.
+        reference = AutoModelForCausalLM.from_pretrained(
+            resolve_model(config.model), dtype=torch.float32
+        )
+        reference = reference.to(resolve_device(config.device)).eval().requires_grad_(False)
+        log_odds = implicit_log_odds(reference, config.beta)
+    template = build_prompt(tokenizer, PROBLEM) if config.input == "policy" else None
     train, evaluation, eval_rows = [], [], []
     for key, prompt, steps, targets in rows:
-        example = encode(tokenizer, prompt, steps, targets, config)
+        example = encode(tokenizer, prompt, steps, targets, config, template)
         if not held_out(key, config.eval_share):
             train.append(example)
         elif example[1]:
             # Eval always scores against hard labels: a step is good when its target is above 0.
-            ids, positions, kept = example
+            ids, positions, kept, start = example
             hard = [float(t > 0) for t in kept]
-            evaluation.append((ids, positions, hard))
+            evaluation.append((ids, positions, hard, start))
             eval_rows.append((key, steps, hard))
     train = [example for example in train if example[1]]
     if not train:
         raise TTSError(f"{config.data}: no labelled steps left to train on")
     pairs = sibling_pairs(eval_rows)
-    targets = [t for _, _, ts in train for t in ts]
+    targets = [t for _, _, ts, _ in train for t in ts]
     balance = {
         "train_solutions": len(train),
         "train_steps": len(targets),
         "train_good_share": sum(t > 0 for t in targets) / len(targets),
         "eval_solutions": len(evaluation),
-        "eval_steps": sum(len(p) for _, p, _ in evaluation),
+        "eval_steps": sum(len(p) for _, p, _, _ in evaluation),
     }
 
     def loss_of(model, micro: list[Example], device: torch.device):
-        ids, mask, rows, cols, targets = collate(micro, pad_id, device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
+        ids, mask, rows, cols, targets, starts = collate(micro, pad_id, device)
         if config.targets == "hard":
-            loss = torch.nn.functional.cross_entropy(logits, (targets > 0.5).long())
-        else:
-            loss = torch.nn.functional.cross_entropy(logits, torch.stack([1 - targets, targets], 1))
-        return loss, int(mask.sum())
+            targets = (targets > 0.5).float()
+        # Cross-entropy over two labels is this on their log-odds; soft targets are P(good).
+        found = log_odds(model, ids, mask, rows, cols, starts)
+        return binary_cross_entropy_with_logits(found, targets), int(mask.sum())
 
     def metrics(model) -> dict[str, float]:
-        return step_metrics(model, evaluation, pairs, pad_id, config.batch_size)
+        return step_metrics(model, log_odds, evaluation, pairs, pad_id, config.batch_size)
 
     run_loop(
         config,
@@ -254,10 +341,29 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
     )
     final = config.out / "final"
     save(model, tokenizer, final)
-    prm_config = {"format": "token_classification", "step_separator": config.step_separator}
-    (final / PRM_CONFIG).write_text(json.dumps(prm_config, indent=2))
+    (final / PRM_CONFIG).write_text(json.dumps(prm_settings(config, template), indent=2))
     (final / "training.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     model.eval()
     result = balance | (metrics(model) if evaluation else {})
     (final / "eval.json").write_text(json.dumps(result, indent=2))
     return {"final": str(final), **result}
+
+
+def prm_settings(config: PRMConfig, template: str | None) -> dict[str, object]:
+    """What `prm_config.json` tells `tts.verifiers.load_scorer` about the trained folder."""
+    if config.objective == "implicit":
+        # "builtin" stays a name: the shipped built-in PRM finds the shipped model wherever
+        # the package is installed.
+        model = config.model
+        reference = model if model == "builtin" else str(resolve_model(model).resolve())
+        return {
+            "format": "implicit_prm",
+            "step_separator": config.step_separator,
+            "prompt_template": template,
+            "reference": reference,
+            "beta": config.beta,
+        }
+    settings = {"format": "token_classification", "step_separator": config.step_separator}
+    if template is not None:
+        settings["prompt_template"] = template
+    return settings

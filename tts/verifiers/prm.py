@@ -1,14 +1,17 @@
-"""Load a process reward model from a Hugging Face folder, whichever of three formats it has.
+"""Load a process reward model from a Hugging Face folder, whichever of four formats it has.
 
 - token classification, as TRL's `PRMTrainer` saves it (`tts.verifiers.prm_token`);
+- an implicit PRM, a causal LM read against a reference LM (`tts.verifiers.prm_implicit`);
 - a Math-Shepherd causal LM, scored by "+" / "-" at a step tag (`tts.verifiers.prm_shepherd`);
 - Qwen2.5-Math-PRM, `Qwen2ForProcessRewardModel` (`tts.verifiers.prm_qwen`).
 
 The format comes from `config.json`, or from `prm_config.json` beside it when that names one.
 `prm_config.json` (written by `tts train prm`; every key optional):
 
-    {"format": "token_classification" | "math_shepherd" | "qwen_prm",
-     "step_separator": "\\n",                               # token_classification
+    {"format": "token_classification" | "implicit_prm" | "math_shepherd" | "qwen_prm",
+     "step_separator": "\\n",                               # token_classification, implicit_prm
+     "prompt_template": "...{problem}...",                  # token_classification, implicit_prm
+     "reference": "builtin" | "folder", "beta": 0.5,       # implicit_prm
      "step_tag": "ки", "good_token": "+", "bad_token": "-"}  # math_shepherd
 
 Weights load from safetensors only: a pickle checkpoint can run arbitrary code when loaded.
@@ -22,12 +25,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from transformers import AutoTokenizer
 
 from tts.devices import DEVICE_THREAD, resolve_device, resolve_dtype
 from tts.errors import TTSError, invalid_options
 from tts.verifiers.prm_batching import BatchedScorer
+from tts.verifiers.prm_implicit import ImplicitPRM
 from tts.verifiers.prm_qwen import QwenPRM
 from tts.verifiers.prm_shepherd import BAD_TOKEN, GOOD_TOKEN, STEP_TAG, MathShepherdPRM
 from tts.verifiers.prm_token import TRL_STEP_SEPARATOR, TokenClassificationPRM
@@ -38,7 +42,11 @@ PRM_CONFIG = "prm_config.json"
 # built-in model's own samples; its card is README.md in that folder).
 BUILTIN_PRM = Path(__file__).resolve().parent.parent / "builtin_prm"
 
-Format = Literal["token_classification", "math_shepherd", "qwen_prm"]
+# The causal LM the built-in PRM was trained against: the built-in model beside it (the folder
+# `tts.engine.resolve_model("builtin")` names).
+BUILTIN_REFERENCE = BUILTIN_PRM.parent / "builtin"
+
+Format = Literal["token_classification", "implicit_prm", "math_shepherd", "qwen_prm"]
 
 
 class PRMFileConfig(BaseModel):
@@ -48,6 +56,12 @@ class PRMFileConfig(BaseModel):
 
     format: Format | None = None  # None: detect from config.json and the tokenizer
     step_separator: str = TRL_STEP_SEPARATOR  # text after each step (token classification)
+    # Token classification on the policy's own text, the prompt as this template with the
+    # problem in it (`prm_token.encode_policy_text`); None: TRL's input.
+    prompt_template: str | None = None
+    # Implicit PRM: the reference LM ("builtin", or a folder, relative to the PRM's own), beta.
+    reference: str | None = None
+    beta: float = Field(0.5, gt=0)
     step_tag: str = STEP_TAG  # tag after each step (Math-Shepherd)
     good_token: str = GOOD_TOKEN  # Math-Shepherd's "step is right" token
     bad_token: str = BAD_TOKEN  # Math-Shepherd's "step is wrong" token
@@ -83,7 +97,11 @@ def load_scorer(
     dtype = resolve_dtype(dtype, device)
     found = settings.format or _detect(path, config, tokenizer, settings)
     if found == "token_classification":
-        build = partial(TokenClassificationPRM, step_separator=settings.step_separator)
+        build = partial(
+            TokenClassificationPRM,
+            step_separator=settings.step_separator,
+            prompt_template=settings.prompt_template,
+        )
     elif found == "math_shepherd":
         build = partial(
             MathShepherdPRM,
@@ -91,10 +109,29 @@ def load_scorer(
             good_token=settings.good_token,
             bad_token=settings.bad_token,
         )
+    elif found == "implicit_prm":
+        if settings.reference is None or settings.prompt_template is None:
+            raise TTSError(
+                f"{path}: an implicit PRM's {PRM_CONFIG} needs a reference and a prompt_template"
+            )
+        build = partial(
+            ImplicitPRM,
+            reference=_reference_folder(path, settings.reference),
+            beta=settings.beta,
+            step_separator=settings.step_separator,
+            prompt_template=settings.prompt_template,
+        )
     else:
         build = QwenPRM
     # The weights load on the thread that will run them (see tts.devices).
     return DEVICE_THREAD.submit(build, path, tokenizer, device, dtype, max_batch_size).result()
+
+
+def _reference_folder(path: Path, reference: str) -> Path:
+    folder = BUILTIN_REFERENCE if reference == "builtin" else path / Path(reference).expanduser()
+    if not (folder / "config.json").is_file():
+        raise TTSError(f"{path}: the implicit PRM's reference model is missing ({folder})")
+    return folder
 
 
 def _read_settings(path: Path) -> PRMFileConfig:

@@ -21,6 +21,7 @@ from tts.errors import TTSError
 class _Request:
     input_ids: list[int]
     positions: list[int]  # the token whose output scores step i, one per step, increasing
+    start: int  # the first token of the solution
 
 
 class BatchedScorer:
@@ -28,10 +29,13 @@ class BatchedScorer:
     to read step probabilities out of a batch; this class queues, batches and counts.
 
     A subclass implements:
-      - `encode(problem, steps) -> (input_ids, positions)`: the token ids of one input and, for
-        each step, the index of the token whose output scores it;
-      - `step_probabilities(input_ids, attention_mask, rows, cols) -> Tensor`: float32, shape
-        (len(rows),), the probability that the step scored at token (rows[k], cols[k]) is good.
+      - `encode(problem, steps) -> (input_ids, positions, start)`: the token ids of one input,
+        for each step the index of the token whose output scores it, and the index of the
+        solution's first token (0 in formats whose scores read only those positions);
+      - `step_probabilities(input_ids, attention_mask, rows, cols, starts) -> Tensor`: float32,
+        shape (len(rows),), the probability that the step scored at token (rows[k], cols[k]) is
+        good; starts[r] is row r's solution start, which only a score that sums over the
+        solution's tokens reads (`tts.verifiers.prm_implicit`).
 
     Inputs longer than `max_positions` are refused with a `TTSError` rather than truncated:
     cutting the left drops the problem and the early steps' score positions, cutting the right
@@ -63,7 +67,7 @@ class BatchedScorer:
         self.tokens = 0
         self._queue = BatchQueue(self._forward, self._take)
 
-    def encode(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
+    def encode(self, problem: str, steps: list[str]) -> tuple[list[int], list[int], int]:
         raise NotImplementedError
 
     def step_probabilities(
@@ -72,6 +76,7 @@ class BatchedScorer:
         attention_mask: torch.Tensor,
         rows: torch.Tensor,
         cols: torch.Tensor,
+        starts: torch.Tensor,
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -84,7 +89,7 @@ class BatchedScorer:
         self.calls += 1
         if not steps:
             return []
-        input_ids, positions = self.encode(problem, steps)
+        input_ids, positions, start = self.encode(problem, steps)
         if len(positions) != len(steps):
             raise TTSError(
                 f"{type(self).__name__} found {len(positions)} score positions for "
@@ -96,7 +101,7 @@ class BatchedScorer:
                 f"{self.max_positions} positions"
             )
         self.tokens += len(input_ids)
-        return await self._queue.submit(_Request(input_ids, positions))
+        return await self._queue.submit(_Request(input_ids, positions, start))
 
     def _take(self, waiting: list[_Request]) -> list[int]:
         return list(range(min(len(waiting), self.max_batch_size)))
@@ -119,6 +124,7 @@ class BatchedScorer:
             attention_mask.to(self.device),
             torch.tensor(rows, device=self.device),
             torch.tensor(cols, device=self.device),
+            torch.tensor([r.start for r in batch], device=self.device),
         ).tolist()
         results, start = [], 0
         for request in batch:

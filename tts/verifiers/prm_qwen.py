@@ -70,7 +70,7 @@ class QwenPRM(BatchedScorer):
             model, tokenizer, device, max_batch_size, model.config.max_position_embeddings
         )
 
-    def encode(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
+    def encode(self, problem: str, steps: list[str]) -> tuple[list[int], list[int], int]:
         sep = STEP_SEPARATOR
         messages = [
             {"role": "system", "content": SYSTEM_PROMPT},
@@ -80,7 +80,7 @@ class QwenPRM(BatchedScorer):
         text = self.tokenizer.apply_chat_template(messages, tokenize=False)
         # The template wrote every special token already; the Qwen tokenizer adds none anyway.
         input_ids = self.tokenizer.encode(text, add_special_tokens=False)
-        return input_ids, [i for i, t in enumerate(input_ids) if t == self.separator_id]
+        return input_ids, [i for i, t in enumerate(input_ids) if t == self.separator_id], 0
 
     def step_probabilities(
         self,
@@ -88,6 +88,7 @@ class QwenPRM(BatchedScorer):
         attention_mask: torch.Tensor,
         rows: torch.Tensor,
         cols: torch.Tensor,
+        starts: torch.Tensor,
     ) -> torch.Tensor:
         hidden = self.model.model(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False

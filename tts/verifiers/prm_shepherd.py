@@ -59,11 +59,11 @@ class MathShepherdPRM(BatchedScorer):
         max_positions = getattr(model.config, "max_position_embeddings", None)
         super().__init__(model, tokenizer, device, max_batch_size, max_positions)
 
-    def encode(self, problem: str, steps: list[str]) -> tuple[list[int], list[int]]:
+    def encode(self, problem: str, steps: list[str]) -> tuple[list[int], list[int], int]:
         tag = self.step_tag
         solution = "\n".join(f"{step.replace(tag, '')} {tag}" for step in steps)
         input_ids = self.tokenizer.encode(f"{problem.replace(tag, '')} {solution}")
-        return input_ids, [i for i, t in enumerate(input_ids) if t == self.step_tag_id]
+        return input_ids, [i for i, t in enumerate(input_ids) if t == self.step_tag_id], 0
 
     def step_probabilities(
         self,
@@ -71,6 +71,7 @@ class MathShepherdPRM(BatchedScorer):
         attention_mask: torch.Tensor,
         rows: torch.Tensor,
         cols: torch.Tensor,
+        starts: torch.Tensor,
     ) -> torch.Tensor:
         # The LM head only at the tag positions: the full (batch, length, vocabulary) logits of
         # a 32k-vocabulary model would take gigabytes for a batch of long solutions.
