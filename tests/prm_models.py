@@ -72,24 +72,11 @@ def build_shepherd_prm(out: str | Path, seed: int = 0) -> Path:
     """A Math-Shepherd-style `LlamaForCausalLM` whose tokenizer has "ки" added as a token."""
     tokenizer = build_tokenizer(bos=True)
     tokenizer.add_tokens([STEP_TAG])
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **SIZES,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    _spread(model.lm_head)
-    out = Path(out)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return _causal_lm(Path(out), seed, tokenizer)
 
 
-def _causal_lm(out: Path, seed: int) -> Path:
-    tokenizer = build_tokenizer(bos=True)
+def _causal_lm(out: Path, seed: int, tokenizer=None) -> Path:
+    tokenizer = tokenizer or build_tokenizer(bos=True)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
