@@ -123,6 +123,7 @@ def test_policy_input_trains_and_scores_on_the_text_the_policy_wrote(tmp_path, l
         step + "\n\n" for step in steps
     )
     assert scorer.tokenizer.decode(ids) == policy_text
+    assert scorer.tokenizer.decode(ids[:start]) == build_prompt(scorer.tokenizer, problem.problem)
     assert ids == scorer.tokenizer(policy_text, add_special_tokens=False)["input_ids"]
     # The built-in tokenizer writes a step's end as one token, as the policy generates it.
     assert {scorer.tokenizer.decode([ids[p]]) for p in positions} == {".\n\n"}

@@ -287,6 +287,18 @@ def test_pickle_weights_and_bad_prm_config_are_refused(tiny_prm_token, tmp_path)
         load_scorer(folder, device="cpu")
 
 
+def test_an_implicit_prm_needs_its_settings_and_its_reference(tiny_prm_implicit, tmp_path):
+    folder = shutil.copytree(tiny_prm_implicit, tmp_path / "m")
+    settings = json.loads((folder / "prm_config.json").read_text())
+    (folder / "prm_config.json").write_text(json.dumps({**settings, "beta": None}))
+    with pytest.raises(TTSError, match="needs reference, prompt_template and beta"):
+        load_scorer(folder, device="cpu")
+    shutil.rmtree(folder / "reference")
+    (folder / "prm_config.json").write_text(json.dumps(settings))
+    with pytest.raises(TTSError, match="reference model is missing"):
+        load_scorer(folder, device="cpu")
+
+
 def test_qwen_prm_checkpoint_names_load_without_gaps(tiny_prm_qwen):
     model, info = Qwen2ForProcessRewardModel.from_pretrained(
         tiny_prm_qwen, output_loading_info=True

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from transformers import AutoTokenizer
 
 from tts.devices import DEVICE_THREAD, resolve_device, resolve_dtype
+from tts.engine import BUILTIN
 from tts.errors import TTSError, invalid_options
 from tts.verifiers.prm_batching import BatchedScorer
 from tts.verifiers.prm_implicit import ImplicitPRM
@@ -41,10 +42,6 @@ PRM_CONFIG = "prm_config.json"
 # The PRM that ships inside the package (`--prm builtin`, trained by `tts train prm` on the
 # built-in model's own samples; its card is README.md in that folder).
 BUILTIN_PRM = Path(__file__).resolve().parent.parent / "builtin_prm"
-
-# The causal LM the built-in PRM was trained against: the built-in model beside it (the folder
-# `tts.engine.resolve_model("builtin")` names).
-BUILTIN_REFERENCE = BUILTIN_PRM.parent / "builtin"
 
 Format = Literal["token_classification", "implicit_prm", "math_shepherd", "qwen_prm"]
 
@@ -61,7 +58,7 @@ class PRMFileConfig(BaseModel):
     prompt_template: str | None = None
     # Implicit PRM: the reference LM ("builtin", or a folder, relative to the PRM's own), beta.
     reference: str | None = None
-    beta: float = Field(0.5, gt=0)
+    beta: float | None = Field(None, gt=0)
     step_tag: str = STEP_TAG  # tag after each step (Math-Shepherd)
     good_token: str = GOOD_TOKEN  # Math-Shepherd's "step is right" token
     bad_token: str = BAD_TOKEN  # Math-Shepherd's "step is wrong" token
@@ -110,9 +107,9 @@ def load_scorer(
             bad_token=settings.bad_token,
         )
     elif found == "implicit_prm":
-        if settings.reference is None or settings.prompt_template is None:
+        if None in (settings.reference, settings.prompt_template, settings.beta):
             raise TTSError(
-                f"{path}: an implicit PRM's {PRM_CONFIG} needs a reference and a prompt_template"
+                f"{path}: an implicit PRM's {PRM_CONFIG} needs reference, prompt_template and beta"
             )
         build = partial(
             ImplicitPRM,
@@ -128,7 +125,7 @@ def load_scorer(
 
 
 def _reference_folder(path: Path, reference: str) -> Path:
-    folder = BUILTIN_REFERENCE if reference == "builtin" else path / Path(reference).expanduser()
+    folder = BUILTIN if reference == "builtin" else path / Path(reference).expanduser()
     if not (folder / "config.json").is_file():
         raise TTSError(f"{path}: the implicit PRM's reference model is missing ({folder})")
     return folder
