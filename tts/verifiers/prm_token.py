@@ -12,7 +12,9 @@ one tokenization of the whole. TRL's piecewise input is text the backbone never 
 training: the problem without its chat template, and every step end split into pieces that the
 policy writes as one token (the built-in model writes ".\n\n" as one token; TRL gives it
 ".", "\n", "\n"). Out of its own distribution the backbone's next-token knowledge, the part
-that knows whether `83 - 18 = 63` is right, is mostly lost (tts/builtin_prm/README.md).
+that knows whether `83 - 18 = 63` is right, is mostly lost: the built-in model's likelihood
+tells its good steps from bad at AUROC 0.81 on its own text and 0.54 on TRL's
+(`benchmarks/policy_likelihood.py`).
 """
 
 from __future__ import annotations
