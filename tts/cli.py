@@ -275,6 +275,11 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         help="a step head, or an implicit PRM (likelihood ratio against the start model)",
     )
     prm.add_argument("--input", choices=["trl", "policy"], help="TRL's input or the policy's text")
+    prm.add_argument(
+        "--value",
+        choices=["sum", "min"],
+        help="implicit PRM: the solution's log-ratio so far, or its worst step's (min form)",
+    )
     grpo = add_loop(
         loops,
         "grpo",

@@ -157,6 +157,20 @@ def test_implicit_prm_trains_resumes_and_loads_against_its_reference(tmp_path, l
     assert_same_weights(final, tmp_path / "c" / "out" / "final")
 
 
+def test_a_min_form_implicit_prm_trains_and_scores_no_step_above_an_earlier_one(tmp_path, labels):
+    implicit = {"objective": "implicit", "input": "policy", "beta": 1.0, "value": "min"}
+    result = train_prm(load_config(recipe(tmp_path, labels, **implicit, lr=1e-4, min_lr=0)))
+    settings = json.loads((Path(result["final"]) / "prm_config.json").read_text())
+    assert settings["value"] == "min"
+    losses = [r["loss"] for r in training_log(tmp_path) if "loss" in r]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    problem = make_problem("arith", 3, 0)
+    steps = arith.solution_steps(problem.instance)
+    scores = asyncio.run(load_scorer(result["final"], device="cpu").score(problem.problem, steps))
+    assert all(later <= earlier for earlier, later in zip(scores, scores[1:]))
+    assert max(scores) - min(scores) > 1e-3
+
+
 def test_killed_training_resumes_to_the_same_weights(tmp_path, labels):
     train_prm(load_config(recipe(tmp_path / "a", labels)))
     killed_recipe = recipe(tmp_path / "b", labels)

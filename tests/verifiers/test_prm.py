@@ -87,9 +87,9 @@ def policy_by_hand(folder, problem: str, steps: list[str]) -> list[float]:
     return logits[positions].softmax(dim=-1)[:, 1].tolist()
 
 
-def implicit_by_hand(folder, problem: str, steps: list[str]) -> list[float]:
-    """Yuan et al.'s q: sigmoid(beta * sum over the solution's tokens so far of log pi(token) -
-    log pi_ref(token)), one forward pass of each model over the policy's text."""
+def implicit_ratios(folder, problem: str, steps: list[str]):
+    """log pi(token) - log pi_ref(token) at every token of the policy's text, one forward pass of
+    each model; the steps' end positions, the solution start and the settings."""
     ids, positions, start = policy_text(folder, problem, steps)
     settings = json.loads((folder / "prm_config.json").read_text())
     inputs = torch.tensor([ids])
@@ -100,7 +100,24 @@ def implicit_by_hand(folder, problem: str, steps: list[str]) -> list[float]:
             log_probs = model(inputs).logits[0].log_softmax(dim=-1)
         token_log_probs.append([float(log_probs[t - 1, ids[t]]) for t in range(len(ids))])
     ratio = [a - b for a, b in zip(*token_log_probs)]
+    return ratio, positions, start, settings
+
+
+def implicit_by_hand(folder, problem: str, steps: list[str]) -> list[float]:
+    """Yuan et al.'s q: sigmoid(beta * sum over the solution's tokens so far of log pi(token) -
+    log pi_ref(token))."""
+    ratio, positions, start, settings = implicit_ratios(folder, problem, steps)
     values = [sum(ratio[start : end + 1]) for end in positions]
+    return torch.sigmoid(settings["beta"] * torch.tensor(values)).tolist()
+
+
+def implicit_min_by_hand(folder, problem: str, steps: list[str]) -> list[float]:
+    """Min form (Cheng et al., 2025): each step's reward is the sum of its own tokens' ratios,
+    and the value after a step is the lowest reward so far."""
+    ratio, positions, start, settings = implicit_ratios(folder, problem, steps)
+    bounds = [start, *(end + 1 for end in positions)]
+    rewards = [sum(ratio[a:b]) for a, b in zip(bounds, bounds[1:])]
+    values = [min(rewards[: k + 1]) for k in range(len(rewards))]
     return torch.sigmoid(settings["beta"] * torch.tensor(values)).tolist()
 
 
@@ -285,6 +302,26 @@ def test_pickle_weights_and_bad_prm_config_are_refused(tiny_prm_token, tmp_path)
     (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
     with pytest.raises(TTSError, match="no safetensors weights"):
         load_scorer(folder, device="cpu")
+
+
+def test_a_min_form_implicit_prm_scores_the_worst_step_so_far(tiny_prm_implicit, tmp_path):
+    folder = shutil.copytree(tiny_prm_implicit, tmp_path / "m")
+    settings = json.loads((folder / "prm_config.json").read_text())
+    (folder / "prm_config.json").write_text(json.dumps({**settings, "value": "min"}))
+    scorer = load_scorer(folder, device="cpu", dtype="float32")
+    expected = implicit_min_by_hand(folder, PROBLEM, STEPS)
+    assert run(scorer.score(PROBLEM, STEPS)) == pytest.approx(expected, abs=1e-5)
+    assert expected != pytest.approx(implicit_by_hand(folder, PROBLEM, STEPS), abs=1e-3)
+    assert all(later <= earlier for earlier, later in zip(expected, expected[1:]))
+    # Batched with other lengths, each input's steps still take the minimum over their own.
+    requests = [(f"What is {i} + {i}?", STEPS[: 1 + i % 3] + ["x" * i]) for i in range(8)]
+    alone = [run(scorer.score(p, s)) for p, s in requests]
+
+    async def together():
+        return await asyncio.gather(*(scorer.score(p, s) for p, s in requests))
+
+    for batched, single in zip(run(together()), alone):
+        assert batched == pytest.approx(single, abs=1e-5)
 
 
 def test_an_implicit_prm_needs_its_settings_and_its_reference(tiny_prm_implicit, tmp_path):

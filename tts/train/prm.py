@@ -18,8 +18,8 @@ et al., 2024, Sec. 3.3, eq. 5; the paper trains on hard labels, soft ones are it
 
 `objective: implicit` trains an implicit PRM instead (`tts.verifiers.prm_implicit`; Yuan et al.,
 2024): no head, the backbone stays a causal LM, and P(good) after a step is sigmoid(beta * the
-log-likelihood ratio of the solution so far against the untouched starting model), with the
-same loss at the same positions. The paper trains on outcome labels alone and finds step labels
+log-likelihood ratio of the solution so far against the untouched starting model; with
+`value: min`, of its worst step so far), with the same loss at the same positions. The paper trains on outcome labels alone and finds step labels
 add little; here the steps' labels are what `tts data shepherd` gives, so they are used.
 
 Held out: `eval_share` of the problems (by `meta.problem_id`, else the prompt), never of the
@@ -56,7 +56,7 @@ from tts.errors import TTSError
 from tts.search.base import build_prompt
 from tts.train.loop import LoopConfig, load_recipe, resume_state, run_loop, save
 from tts.verifiers.prm import PRM_CONFIG
-from tts.verifiers.prm_implicit import step_values, token_log_ratios
+from tts.verifiers.prm_implicit import Value, step_values, token_log_ratios
 from tts.verifiers.prm_token import PROBLEM, encode_policy_text, encode_stepwise
 
 # One example: token ids, the positions that end each step, the target at each (P(good)), and
@@ -81,7 +81,11 @@ class PRMConfig(LoopConfig):
     objective: Literal["classification", "implicit"] = Field(
         "classification", description="a step head, or an implicit PRM (likelihood ratio)"
     )
-    beta: float = Field(0.5, gt=0, description="implicit PRM: P(good) = sigmoid(beta * ratio)")
+    beta: float = Field(0.5, gt=0, description="implicit PRM: P(good) = sigmoid(beta * value)")
+    value: Value = Field(
+        "sum",
+        description="implicit PRM: the solution's log-ratio so far (sum) or its worst step's (min)",
+    )
     eval_share: float = Field(0.1, ge=0, lt=1, description="problems held out for eval")
     eval_every: int = Field(200, ge=1, description="steps between evaluations")
 
@@ -216,12 +220,12 @@ def head_log_odds(model, ids, mask, rows, cols, starts) -> torch.Tensor:
     return logits[:, 1] - logits[:, 0]
 
 
-def implicit_log_odds(reference, beta: float) -> LogOdds:
-    """An implicit PRM's log-odds: beta times the solution's log-ratio against `reference`."""
+def implicit_log_odds(reference, beta: float, value: Value) -> LogOdds:
+    """An implicit PRM's log-odds: beta times the value of its log-ratios against `reference`."""
 
     def log_odds(model, ids, mask, rows, cols, starts) -> torch.Tensor:
         ratios = token_log_ratios(model, reference, ids, mask)
-        return beta * step_values(ratios, rows, cols, starts)
+        return beta * step_values(ratios, rows, cols, starts, value)
 
     return log_odds
 
@@ -291,7 +295,7 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
             resolve_model(config.model), dtype=torch.float32
         )
         reference = reference.to(resolve_device(config.device)).eval().requires_grad_(False)
-        log_odds = implicit_log_odds(reference, config.beta)
+        log_odds = implicit_log_odds(reference, config.beta, config.value)
     template = build_prompt(tokenizer, PROBLEM) if config.input == "policy" else None
     train, evaluation, eval_rows = [], [], []
     for key, prompt, steps, targets in rows:
@@ -362,6 +366,7 @@ def prm_settings(config: PRMConfig, template: str | None) -> dict[str, object]:
             "prompt_template": template,
             "reference": reference,
             "beta": config.beta,
+            "value": config.value,
         }
     settings = {"format": "token_classification", "step_separator": config.step_separator}
     if template is not None:

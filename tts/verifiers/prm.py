@@ -12,6 +12,7 @@ The format comes from `config.json`, or from `prm_config.json` beside it when th
      "step_separator": "\\n",                               # token_classification, implicit_prm
      "prompt_template": "...{problem}...",                  # token_classification, implicit_prm
      "reference": "builtin" | "folder", "beta": 0.5,       # implicit_prm
+     "value": "sum" | "min",                               # implicit_prm (default sum)
      "step_tag": "ки", "good_token": "+", "bad_token": "-"}  # math_shepherd
 
 Weights load from safetensors only: a pickle checkpoint can run arbitrary code when loaded.
@@ -32,7 +33,7 @@ from tts.devices import DEVICE_THREAD, resolve_device, resolve_dtype
 from tts.engine import BUILTIN
 from tts.errors import TTSError, invalid_options
 from tts.verifiers.prm_batching import BatchedScorer
-from tts.verifiers.prm_implicit import ImplicitPRM
+from tts.verifiers.prm_implicit import ImplicitPRM, Value
 from tts.verifiers.prm_qwen import QwenPRM
 from tts.verifiers.prm_shepherd import BAD_TOKEN, GOOD_TOKEN, STEP_TAG, MathShepherdPRM
 from tts.verifiers.prm_token import TRL_STEP_SEPARATOR, TokenClassificationPRM
@@ -59,6 +60,7 @@ class PRMFileConfig(BaseModel):
     # Implicit PRM: the reference LM ("builtin", or a folder, relative to the PRM's own), beta.
     reference: str | None = None
     beta: float | None = Field(None, gt=0)
+    value: Value = "sum"  # implicit PRM: the solution's log-ratio so far, or its worst step's
     step_tag: str = STEP_TAG  # tag after each step (Math-Shepherd)
     good_token: str = GOOD_TOKEN  # Math-Shepherd's "step is right" token
     bad_token: str = BAD_TOKEN  # Math-Shepherd's "step is wrong" token
@@ -115,6 +117,7 @@ def load_scorer(
             ImplicitPRM,
             reference=_reference_folder(path, settings.reference),
             beta=settings.beta,
+            value=settings.value,
             step_separator=settings.step_separator,
             prompt_template=settings.prompt_template,
         )

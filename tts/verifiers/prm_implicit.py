@@ -7,6 +7,13 @@ pi_ref(y_i | y_<i) (their Proposition 3.1), so a model trained on outcomes score
 and one trained on step labels (`tts train prm --objective implicit`) scores each step's value
 directly. P(good) of step k is sigmoid(q) at the token that ends it.
 
+That sum is `value: sum`. `value: min` reads the same token ratios in min form (Cheng et al.,
+2025, "Stop Summation: Min-Form Credit Assignment Is All Process Reward Model Needs for
+Reasoning", arXiv 2504.15275): a step's reward is the sum over its own tokens, and the value
+after step k is the lowest reward of steps 1..k. A solution is as good as its worst step, as
+Math-Shepherd's hard labels say (after a slip every later step is bad); a sum lets later steps
+that the model likes pay back a slip.
+
 Why a ratio and not a head: the policy's own next-token distribution already knows whether
 `83 - 18 = 63` is right, and a ratio against the policy reads that knowledge at the very token
 that slipped, where a classification head at the step's end has to learn to find it. The input
@@ -17,6 +24,7 @@ were trained on.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -45,18 +53,36 @@ def token_log_ratios(
     return torch.nn.functional.pad(ratios, (1, 0))
 
 
+Value = Literal["sum", "min"]
+
+
 def step_values(
-    ratios: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, starts: torch.Tensor
+    ratios: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    starts: torch.Tensor,
+    value: Value = "sum",
 ) -> torch.Tensor:
-    """sum of ratios[row, starts[row] .. col] for every (row, col): the log-ratio of the
-    solution so far, the prompt left out (q_t / beta)."""
+    """The value (over beta) after every step, one per (row, col), each row's steps
+    consecutive and in order. "sum": the sum of ratios[row, starts[row] .. col], the log-ratio
+    of the solution so far, the prompt left out (q_t / beta). "min": the lowest step reward so
+    far, a step's reward being the sum of its own tokens' ratios."""
     columns = torch.arange(ratios.shape[1], device=ratios.device)
     solution = ratios * (columns[None, :] >= starts[:, None])
-    return solution.cumsum(dim=1)[rows, cols]
+    sums = solution.cumsum(dim=1)[rows, cols]
+    if value == "sum":
+        return sums
+    first = torch.ones_like(rows, dtype=torch.bool)
+    first[1:] = rows[1:] != rows[:-1]
+    before = torch.cat([sums.new_zeros(1), sums[:-1]]).masked_fill(first, 0.0)
+    rewards = sums - before
+    counts = torch.unique_consecutive(rows, return_counts=True)[1].tolist()
+    return torch.cat([steps.cummin(dim=0).values for steps in rewards.split(counts)])
 
 
 class ImplicitPRM(BatchedScorer):
-    """An implicit PRM folder: a causal LM, the reference it was trained against, and beta."""
+    """An implicit PRM folder: a causal LM, the reference it was trained against, beta, and
+    the value's form."""
 
     def __init__(
         self,
@@ -67,6 +93,7 @@ class ImplicitPRM(BatchedScorer):
         max_batch_size: int,
         reference: Path,
         beta: float,
+        value: Value,
         step_separator: str,
         prompt_template: str,
     ) -> None:
@@ -79,6 +106,7 @@ class ImplicitPRM(BatchedScorer):
         )
         self.reference = self.reference.to(device).eval()
         self.beta = beta
+        self.value = value
         self.step_separator = step_separator
         self.prompt_template = prompt_template
 
@@ -96,4 +124,4 @@ class ImplicitPRM(BatchedScorer):
         starts: torch.Tensor,
     ) -> torch.Tensor:
         ratios = token_log_ratios(self.model, self.reference, input_ids, attention_mask)
-        return torch.sigmoid(self.beta * step_values(ratios, rows, cols, starts))
+        return torch.sigmoid(self.beta * step_values(ratios, rows, cols, starts, self.value))
