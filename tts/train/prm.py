@@ -19,8 +19,9 @@ et al., 2024, Sec. 3.3, eq. 5; the paper trains on hard labels, soft ones are it
 `objective: implicit` trains an implicit PRM instead (`tts.verifiers.prm_implicit`; Yuan et al.,
 2024): no head, the backbone stays a causal LM, and P(good) after a step is sigmoid(beta * the
 log-likelihood ratio of the solution so far against the untouched starting model; with
-`value: min`, of its worst step so far), with the same loss at the same positions. The paper trains on outcome labels alone and finds step labels
-add little; here the steps' labels are what `tts data shepherd` gives, so they are used.
+`value: min`, of its worst step so far), with the same loss at the same positions. The paper
+trains on outcome labels alone and finds step labels add little; here the steps' labels are
+what `tts data shepherd` gives, so they are used.
 
 Held out: `eval_share` of the problems (by `meta.problem_id`, else the prompt), never of the
 records, so steps of one problem never sit on both sides. Every `eval_every` steps and at the end
