@@ -61,7 +61,7 @@ def step_values(
     rows: torch.Tensor,
     cols: torch.Tensor,
     starts: torch.Tensor,
-    value: Value = "sum",
+    value: Value,
 ) -> torch.Tensor:
     """The value (over beta) after every step, one per (row, col), each row's steps
     consecutive and in order. "sum": the sum of ratios[row, starts[row] .. col], the log-ratio
