@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from tests.engine.reference import transformers_prompt_logprobs
 from tts.engine import SamplingParams, load
 from tts.engine.backend import encode_prompt
 from tts.errors import TTSError
@@ -166,3 +167,71 @@ def test_load_errors_name_the_problem(tiny_llama, kwargs, message):
 def test_folder_without_config_is_refused(tmp_path):
     with pytest.raises(TTSError, match="no config.json"):
         load(tmp_path)
+
+
+def test_prompt_logprobs_equal_transformers(backend, tiny_llama):
+    text = PROMPTS[1]
+    ids = encode_prompt(backend.tokenizer, text)
+    params = SamplingParams(temperature=0, max_tokens=2, n=2, prompt_logprobs=1)
+
+    async def main():
+        return await asyncio.gather(
+            backend.generate(text, params), backend.generate(text, SamplingParams())
+        )
+
+    scored, plain = run(main())
+    expected = transformers_prompt_logprobs(tiny_llama, ids)
+    for completion in scored:
+        entries = completion.prompt_logprobs
+        assert entries[0] is None and len(entries) == len(ids)
+        ours = [entry[token] for entry, token in zip(entries[1:], ids[1:])]
+        assert max(abs(a - b) for a, b in zip(ours, expected)) < 1e-4
+        assert all(1 <= len(entry) <= 2 for entry in entries[1:])
+    assert plain[0].prompt_logprobs is None
+
+
+@pytest.mark.parametrize(
+    "prompt, params",
+    [
+        ([1000000], SamplingParams()),
+        ([5, -1], SamplingParams()),
+        ([5], SamplingParams(stop_token_ids=[-3])),
+    ],
+)
+def test_token_ids_outside_the_vocabulary_are_refused_before_batching(backend, prompt, params):
+    good = SamplingParams(temperature=0, max_tokens=4)
+
+    async def main():
+        return await asyncio.gather(
+            backend.generate(prompt, params), backend.generate("x", good), return_exceptions=True
+        )
+
+    bad, kept = run(main())
+    assert isinstance(bad, TTSError) and "not a token id of this model" in str(bad)
+    assert len(kept[0].token_ids) > 0
+
+
+def test_a_failed_batch_fails_its_requests_and_the_next_batch_runs(backend, monkeypatch):
+    """A fault injected into transformers' generate stands for any bug or device error: every
+    request of that batch gets it, none waits forever, and later requests are served."""
+    real, calls = backend.model.generate, []
+
+    def fail_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected fault")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend.model, "generate", fail_once)
+    params = SamplingParams(temperature=0, max_tokens=4)
+
+    async def main():
+        together = asyncio.gather(
+            *(backend.generate(p, params) for p in PROMPTS), return_exceptions=True
+        )
+        failed = await asyncio.wait_for(together, 60)
+        return failed, await asyncio.wait_for(backend.generate(PROMPTS[0], params), 60)
+
+    failed, later = run(main())
+    assert all(isinstance(r, RuntimeError) and str(r) == "injected fault" for r in failed)
+    assert len(later[0].token_ids) > 0

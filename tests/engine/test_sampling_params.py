@@ -1,6 +1,7 @@
 import pytest
 
 from tts.engine import SamplingParams
+from tts.errors import TTSError
 
 
 def test_defaults_follow_vllm():
@@ -25,9 +26,21 @@ def test_stop_list_becomes_hashable_tuple():
         ({"max_tokens": 0}, "max_tokens"),
         ({"n": 0}, "n must be"),
         ({"logprobs": -1}, "logprobs"),
+        ({"prompt_logprobs": -1}, "prompt_logprobs"),
         ({"stop": [""]}, "stop"),
     ],
 )
 def test_bad_params_are_refused_with_their_name(bad, message):
     with pytest.raises(ValueError, match=message):
         SamplingParams(**bad)
+
+
+@pytest.mark.parametrize("seed", [-(2**63), 0, 2**63 - 1])
+def test_seeds_of_64_bits_are_taken(seed):
+    assert SamplingParams(seed=seed, n=4).seed == seed
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**70, -(2**63) - 1])
+def test_seeds_beyond_64_bits_are_bad_input(seed):
+    with pytest.raises(TTSError, match=r"seed must be in \[-9223372036854775808, "):
+        SamplingParams(seed=seed)

@@ -17,6 +17,15 @@ from tts.errors import TTSError
 
 FinishReason = Literal["stop", "length", "abort"]
 
+# Seeds are signed 64-bit integers, the range vLLM's server takes; sample i of a request draws
+# from seed + i, which torch.Generator.manual_seed takes for any n (it accepts up to 2**64 - 1).
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
+
+class InvalidParams(TTSError, ValueError):
+    """Sampling parameters out of range: bad input (a 400 in the server), and a ValueError as
+    a dataclass's own checks raise."""
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -30,6 +39,8 @@ class SamplingParams:
     seed: makes this request's samples reproducible on its own, whatever else is in flight.
     n: completions to return for the one prompt.
     logprobs: None for no log-probabilities, k >= 0 for the sampled token's plus the k best.
+    prompt_logprobs: None, or k >= 0 for each prompt token's log-probability given the tokens
+        before it plus the k best there (vLLM's field; what `echo` with `logprobs` reports).
     ignore_eos: keep generating past the model's EOS until max_tokens or a stop (benchmarks
         that need fixed output lengths).
     """
@@ -45,6 +56,7 @@ class SamplingParams:
     n: int = 1
     logprobs: int | None = None
     ignore_eos: bool = False
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         # Accept any sequence of stop strings but keep the params hashable (backends group by them).
@@ -63,12 +75,17 @@ class SamplingParams:
             problems.append(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.n < 1:
             problems.append(f"n must be >= 1, got {self.n}")
-        if self.logprobs is not None and self.logprobs < 0:
-            problems.append(f"logprobs must be None or >= 0, got {self.logprobs}")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                problems.append(f"{name} must be None or >= 0, got {value}")
+        low, high = SEED_RANGE
+        if self.seed is not None and not low <= self.seed <= high:
+            problems.append(f"seed must be in [{low}, {high}], got {self.seed}")
         if any(not s for s in self.stop):
             problems.append("stop strings must be non-empty")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise InvalidParams("; ".join(problems))
 
 
 @dataclass
@@ -81,6 +98,9 @@ class Completion:
     unmodified distribution: the sampled token and the `logprobs` most likely ones. stop_reason
     is the stop string or stop token id that ended it, None when it ended at EOS or at the length
     limit (as in vLLM): a step-level search tells a finished step from a finished solution by it.
+    prompt_logprobs, when asked for, has one entry per prompt token: None for the first (nothing
+    precedes it), then {token id: logprob} for the prompt token and the `prompt_logprobs` most
+    likely ones at its position (vLLM's shape); every sample of a request carries the same list.
     """
 
     text: str
@@ -90,6 +110,7 @@ class Completion:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     stop_reason: str | int | None = None
+    prompt_logprobs: list[dict[int, float] | None] | None = None
 
 
 @runtime_checkable
@@ -141,6 +162,22 @@ def check_prompt_length(num_prompt_tokens: int, max_model_len: int) -> None:
             f"the prompt has {num_prompt_tokens} tokens; the model takes at most "
             f"{max_model_len - 1} before generating"
         )
+
+
+def check_token_ids(prompt_ids: list[int], params: SamplingParams, vocab_size: int) -> None:
+    """A one-line error unless every prompt token and stop token id is an int the model's
+    embedding takes: [0, vocab_size). A model's vocab_size (its embedding rows) may exceed the
+    tokenizer's length; an id beyond it would fail the whole batch it lands in, not just its
+    own request."""
+    for what, ids in (
+        ("prompt token", prompt_ids),
+        ("stop_token_ids entry", params.stop_token_ids),
+    ):
+        bad = next((i for i in ids if type(i) is not int or not 0 <= i < vocab_size), None)
+        if bad is not None:
+            raise TTSError(
+                f"{what} {bad!r} is not a token id of this model (ints in [0, {vocab_size}))"
+            )
 
 
 def encode_prompt(tokenizer: Any, prompt: str | list[int]) -> list[int]:

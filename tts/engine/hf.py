@@ -22,6 +22,7 @@ from tts.devices import DEVICE_THREAD
 from tts.engine.backend import (
     Completion,
     SamplingParams,
+    check_token_ids,
     encode_prompt,
     eos_token_ids,
     truncate_at_stop,
@@ -57,7 +58,9 @@ class HFBackend:
         self.pad_token_id = pad if pad is not None else min(self.eos_token_ids, default=0)
 
     async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
-        return await self._queue.submit(_Request(encode_prompt(self.tokenizer, prompt), params))
+        prompt_ids = encode_prompt(self.tokenizer, prompt)
+        check_token_ids(prompt_ids, params, self.model.config.vocab_size)
+        return await self._queue.submit(_Request(prompt_ids, params))
 
     def _take_batch(self, waiting: list[_Request]) -> list[int]:
         first = waiting[0]
@@ -94,14 +97,26 @@ class HFBackend:
         logits = torch.stack(output.logits, dim=1) if params.logprobs is not None else None
         completions, row = [], 0
         for request in batch:
+            prompt_logprobs = self._prompt_logprobs(request)
             completions.append(
                 [
                     self._completion(new_tokens[row + j], request, logits, row + j)
                     for j in range(request.params.n)
                 ]
             )
+            for completion in completions[-1]:
+                completion.prompt_logprobs = prompt_logprobs
             row += request.params.n
         return completions
+
+    def _prompt_logprobs(self, request: _Request) -> list[dict[int, float] | None] | None:
+        """The prompt tokens' logprobs, from a forward pass over the prompt alone (no padding,
+        so nothing differs from the model's own scoring of the text)."""
+        top, ids = request.params.prompt_logprobs, request.prompt_ids
+        if top is None:
+            return None
+        logits = self.model(torch.tensor([ids], device=self.device)).logits[0, :-1]
+        return [None, *self._logprobs(logits, ids[1:], top)]
 
     def _generation_config(self, params: SamplingParams) -> GenerationConfig:
         # A fresh config rather than the model's own, so that defaults shipped in a model's

@@ -33,6 +33,7 @@ from tts.engine.backend import (
     Completion,
     SamplingParams,
     check_prompt_length,
+    check_token_ids,
     encode_prompt,
     eos_token_ids,
     truncate_at_stop,
@@ -139,6 +140,7 @@ class VLLMBackend:
         # generation config's): vLLM is asked to ignore its EOS and stop at these ids instead.
         self.eos_token_ids = eos_token_ids(model_dir, self.tokenizer)
         self.max_model_len: int = config.model_config.max_model_len
+        self.vocab_size: int = config.model_config.get_vocab_size()
         self._request_ids = itertools.count()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tts-vllm", daemon=True)
@@ -157,6 +159,7 @@ class VLLMBackend:
             raise TTSError("the vllm backend is closed")
         prompt_ids = encode_prompt(self.tokenizer, prompt)
         check_prompt_length(len(prompt_ids), self.max_model_len)
+        check_token_ids(prompt_ids, params, self.vocab_size)
         work = self._generate(prompt_ids, params)
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
 
@@ -185,7 +188,10 @@ class VLLMBackend:
     async def _generate(self, prompt_ids: list[int], params: SamplingParams) -> list[Completion]:
         """On the engine's loop: the n samples as n concurrent one-sample requests."""
         samples = [self._sample(prompt_ids, params, i) for i in range(params.n)]
-        return list(await asyncio.gather(*samples))
+        completions = list(await asyncio.gather(*samples))
+        for completion in completions[1:]:  # only the first sample asked for them
+            completion.prompt_logprobs = completions[0].prompt_logprobs
+        return completions
 
     async def _sample(
         self, prompt_ids: list[int], params: SamplingParams, index: int
@@ -215,6 +221,7 @@ class VLLMBackend:
             ignore_eos=True,  # stop_ids holds the EOS ids that count
             seed=None if params.seed is None else params.seed + index,
             logprobs=params.logprobs,
+            prompt_logprobs=params.prompt_logprobs if index == 0 else None,
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
@@ -235,6 +242,7 @@ class VLLMBackend:
             token_ids=tokens,
             finish_reason=sample.finish_reason,
             logprobs=_logprobs(sample) if params.logprobs is not None else None,
+            prompt_logprobs=_prompt_logprobs(output),
             prompt_tokens=len(output.prompt_token_ids),
             cached_tokens=output.num_cached_tokens or 0,
             stop_reason=reason,
@@ -289,3 +297,13 @@ def _logprobs(sample: CompletionOutput) -> list[dict[int, float]]:
     for token, entry in zip(sample.token_ids, sample.logprobs):
         result.append({token: entry[token].logprob} | {t: lp.logprob for t, lp in entry.items()})
     return result
+
+
+def _prompt_logprobs(output: RequestOutput) -> list[dict[int, float] | None] | None:
+    """vLLM's prompt logprobs ({token id: Logprob} per position, None first) as plain floats."""
+    if output.prompt_logprobs is None:
+        return None
+    return [
+        None if entry is None else {t: lp.logprob for t, lp in entry.items()}
+        for entry in output.prompt_logprobs
+    ]

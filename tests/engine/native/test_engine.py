@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tests.engine.reference import transformers_prompt_logprobs
 from tts.engine import SamplingParams, load
 from tts.errors import TTSError
 
@@ -256,3 +257,119 @@ def test_weights_pushed_in_process_replace_the_old_ones_and_the_prefix_cache(
         await task
 
     asyncio.run(update_while_generating())
+
+
+@pytest.mark.parametrize("budget", [2048, 7], ids=["one-step", "chunked-prefill"])
+def test_prompt_logprobs_equal_transformers_even_for_a_cached_prompt(tiny_llama, budget):
+    engine = native(tiny_llama, max_num_batched_tokens=budget)
+    text = prompts(1, 60)[0]
+    ids = engine.tokenizer(text).input_ids
+    generate_all(engine, [text], SamplingParams(max_tokens=2))  # the prompt is now cached
+    scored = SamplingParams(temperature=0, max_tokens=3, n=2, prompt_logprobs=2)
+    (first, second), (plain,) = (
+        generate_all(engine, [text, text], scored)[0],
+        generate_all(engine, [text], SamplingParams(max_tokens=3))[0],
+    )
+    assert first.prompt_logprobs[0] is None and len(first.prompt_logprobs) == len(ids)
+    expected = transformers_prompt_logprobs(tiny_llama, ids)
+    ours = [entry[token] for entry, token in zip(first.prompt_logprobs[1:], ids[1:])]
+    assert max(abs(a - b) for a, b in zip(ours, expected)) < 1e-4
+    assert all(2 <= len(entry) <= 3 for entry in first.prompt_logprobs[1:])  # token + 2 best
+    assert second.prompt_logprobs == first.prompt_logprobs
+    assert first.cached_tokens == 0 and plain.cached_tokens > 0 and plain.prompt_logprobs is None
+    assert engine.stats()["blocks_in_use"] == 0
+
+
+@pytest.mark.parametrize(
+    "prompt, params, message",
+    [
+        ([1000000], SamplingParams(), "prompt token 1000000 is not a token id"),
+        ([-1, 5], SamplingParams(), "prompt token -1"),
+        ([2**63], SamplingParams(), "prompt token 9223372036854775808"),
+        ([5, True], SamplingParams(), "prompt token True"),
+        ([5, 6], SamplingParams(stop_token_ids=[7, 10**6]), "stop_token_ids entry 1000000"),
+    ],
+)
+def test_token_ids_outside_the_vocabulary_fail_alone(tiny_llama, prompt, params, message):
+    engine = native(tiny_llama)
+    good = SamplingParams(temperature=0, max_tokens=8)
+    text = prompts(1)[0]
+    expected = generate_all(engine, [text], good)[0][0].token_ids
+
+    async def main():
+        streamed = engine.stream(text, good)
+        together = asyncio.gather(
+            engine.generate(text, good),
+            engine.generate(prompt, params),
+            anext(streamed),
+            return_exceptions=True,
+        )
+        plain, bad, _ = await asyncio.wait_for(together, 30)
+        final = [snapshot async for snapshot in streamed][-1]
+        return plain, bad, final
+
+    plain, bad, final = asyncio.run(main())
+    assert isinstance(bad, TTSError) and message in str(bad)
+    assert plain[0].token_ids == final[0].token_ids == expected
+    assert engine.stats()["blocks_in_use"] == 0
+
+
+@pytest.mark.parametrize("site", ["model runner", "scheduler"])
+def test_a_failed_step_fails_every_request_in_flight_and_the_engine_goes_on(
+    tiny_llama, monkeypatch, site
+):
+    """A fault is injected because no input can cause one once requests are validated: it
+    stands for a bug, a kernel error or an out-of-memory in the device thread (model runner),
+    or on the loop's side after it (the scheduler's bookkeeping)."""
+    engine = native(tiny_llama)
+    params = SamplingParams(temperature=0, max_tokens=6)
+    texts = prompts(4)
+    expected = [r[0].token_ids for r in generate_all(engine, texts, params)]
+    target, name = (
+        (engine.runner, "run") if site == "model runner" else (engine.scheduler, "postprocess")
+    )
+    real, calls = getattr(target, name), []
+
+    def fail_once_on_the_third_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("injected fault")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, fail_once_on_the_third_call)
+
+    async def main():
+        async def consume_stream():
+            return [s async for s in engine.stream(texts[0], SamplingParams(max_tokens=50, n=2))]
+
+        work = [engine.generate(t, SamplingParams(max_tokens=50, n=2)) for t in texts]
+        results = await asyncio.wait_for(
+            asyncio.gather(*work, consume_stream(), return_exceptions=True), 30
+        )
+        stats = engine.stats()
+        later = await asyncio.wait_for(
+            asyncio.gather(*(engine.generate(t, params) for t in texts)), 30
+        )
+        return results, stats, later
+
+    results, stats, later = asyncio.run(main())
+    assert len(calls) >= 3
+    assert all(isinstance(r, RuntimeError) and str(r) == "injected fault" for r in results)
+    assert stats["blocks_in_use"] == 0 and stats["running"] == stats["waiting"] == 0
+    assert [r[0].token_ids for r in later] == expected
+    assert engine.stats()["blocks_in_use"] == 0
+
+
+def test_prompt_logprobs_survive_preemption(tiny_llama):
+    engine = native(tiny_llama, num_blocks=40)
+    texts = prompts(10, 30)
+    params = SamplingParams(temperature=0, max_tokens=30, prompt_logprobs=0)
+    results = generate_all(engine, texts, params)
+    assert engine.stats()["preemptions"] > 0
+    for text, (completion,) in zip(texts, results):
+        ids = engine.tokenizer(text).input_ids
+        expected = transformers_prompt_logprobs(tiny_llama, ids)
+        ours = [entry[token] for entry, token in zip(completion.prompt_logprobs[1:], ids[1:])]
+        assert len(completion.prompt_logprobs) == len(ids)
+        assert max(abs(a - b) for a, b in zip(ours, expected)) < 1e-4
+    assert engine.stats()["blocks_in_use"] == 0

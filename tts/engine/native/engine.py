@@ -5,7 +5,12 @@ one background task steps the engine while there is work: apply new requests and
 schedule, run the model and the sampler on the device thread (so the event loop keeps serving),
 then record the new tokens and finish the sequences that are done. A cancelled `generate`
 (a cancelled coroutine, a disconnected client) aborts its request, whose blocks are freed
-before the next step.
+before the next step. A step that raises (a bug no validation caught) fails every request in
+flight with that error, streams included, frees their blocks, and the loop goes on serving.
+
+Prompt log-probabilities need the logits of every prompt position, which a prefix-cache hit
+never computes: a request that asks for them prefills its prompt without the cache (its blocks
+are still cached for others), and the runner returns all of its prefill chunks' logits.
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from tts.engine.backend import (
     Completion,
     SamplingParams,
     check_prompt_length,
+    check_token_ids,
     encode_prompt,
     eos_token_ids,
     truncate_at_stop,
 )
 from tts.engine.native.model_runner import ModelRunner, SeqChunk
 from tts.engine.native.sampler import logprobs_of, sample
-from tts.engine.native.scheduler import Batch, Scheduler
+from tts.engine.native.scheduler import Batch, Chunk, Scheduler
 from tts.engine.native.sequence import Sequence
 from tts.errors import TTSError
 
@@ -95,12 +101,7 @@ class NativeBackend:
         ).result()
         self.device = device
         self.max_model_len = self.runner.config.max_position_embeddings
-        self.scheduler = Scheduler(
-            self.runner.num_blocks,
-            config.block_size,
-            config.max_num_seqs,
-            config.max_num_batched_tokens,
-        )
+        self.scheduler = self._new_scheduler()
         self.eos_token_ids = eos_token_ids(model_dir, self.tokenizer)
         self._seq_ids = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,6 +110,15 @@ class NativeBackend:
         self._new: list[_Request] = []
         self._aborted: list[_Request] = []
         self._active: dict[int, _Request] = {}  # seq_id of each of its sequences -> request
+
+    def _new_scheduler(self) -> Scheduler:
+        config = self.config
+        return Scheduler(
+            self.runner.num_blocks,
+            config.block_size,
+            config.max_num_seqs,
+            config.max_num_batched_tokens,
+        )
 
     def stats(self) -> dict[str, int]:
         """Counters for metrics: KV blocks, prefix hits, preemptions, queue depth."""
@@ -150,7 +160,7 @@ class NativeBackend:
                 await request.progress.wait()
                 request.progress.clear()
                 if not request.future.done():
-                    yield [self._completion(seq, final=False) for seq in request.seqs]
+                    yield self._completions(request, final=False)
             yield request.future.result()
         finally:
             if not request.future.done():
@@ -158,6 +168,7 @@ class NativeBackend:
 
     def _submit(self, prompt: str | list[int], params: SamplingParams, streamed: bool) -> _Request:
         prompt_ids = encode_prompt(self.tokenizer, prompt)
+        check_token_ids(prompt_ids, params, self.runner.config.vocab_size)
         self._check_fits(len(prompt_ids), params)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
@@ -194,12 +205,15 @@ class NativeBackend:
             # Sample i of a seeded request draws from seed + i, so the n samples differ.
             generator = torch.Generator(device=self.device)
             generator.manual_seed(params.seed + index)
+        # The leader alone computes the prompt's log-probabilities; its siblings fork from it.
+        wants_prompt = params.prompt_logprobs is not None and index == 0
         return Sequence(
             seq_id=next(self._seq_ids),
             token_ids=list(prompt_ids),
             num_prompt_tokens=len(prompt_ids),
             params=params,
             generator=generator,
+            prompt_logprobs=[None] if wants_prompt else None,
         )
 
     async def _serve(self) -> None:
@@ -208,21 +222,26 @@ class NativeBackend:
             if not (self._new or self._aborted or self.scheduler.has_work):
                 await self._wake.wait()
             self._wake.clear()
-            self._apply_inbox()
-            if not self.scheduler.has_work:
-                continue
-            batch = self.scheduler.schedule()
             try:
-                tokens, logprobs = await loop.run_in_executor(
-                    DEVICE_THREAD, self._step, batch, self._chunks(batch)
-                )
+                await self._advance(loop)
             except Exception as error:  # a failed step fails everything in flight, not the loop
                 self._fail_everything(error)
-                continue
-            self.scheduler.postprocess(batch, tokens)
-            self._finish(batch, logprobs)
-            if self.config.check_integrity:
-                self.check_integrity()
+
+    async def _advance(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One engine step, from taking new requests to finishing those that are done."""
+        self._apply_inbox()
+        if not self.scheduler.has_work:
+            return
+        batch = self.scheduler.schedule()
+        tokens, logprobs, prompt_logprobs = await loop.run_in_executor(
+            DEVICE_THREAD, self._step, batch, self._chunks(batch)
+        )
+        self.scheduler.postprocess(batch, tokens)
+        for chunk, entries in zip(batch.chunks, prompt_logprobs):
+            _record_prompt_logprobs(chunk.seq, chunk.start, entries)
+        self._finish(batch, logprobs)
+        if self.config.check_integrity:
+            self.check_integrity()
 
     def _apply_inbox(self) -> None:
         for request in self._new:
@@ -245,22 +264,38 @@ class NativeBackend:
                 start_pos=c.start,
                 block_table=list(c.seq.block_table),
                 needs_logits=c.needs_logits,
+                all_logits=c.seq.needs_prompt_logits,
             )
             for c in batch.chunks
         ]
 
     def _step(
         self, batch: Batch, chunks: list[SeqChunk]
-    ) -> tuple[list[list[int]], list[list[dict[int, float] | None]]]:
-        """Runs on the device thread: block copies, the forward pass, sampling."""
+    ) -> tuple[list[list[int]], list[list[dict[int, float] | None]], list[list[dict[int, float]]]]:
+        """Runs on the device thread: block copies, the forward pass, sampling. Returns the
+        sampled tokens and their logprobs per group of `batch.samples`, and per chunk the
+        logprobs of the prompt tokens its positions predict (empty unless it asked)."""
         for src, dst in batch.copies:
             self.runner.copy_block(src, dst)
-        logits = self.runner.run(chunks)
-        rows = [i for i, seqs in enumerate(batch.samples) for _ in seqs]
+        all_logits = self.runner.run(chunks)
+        sample_rows, prompt_logprobs, row = [], [], 0
+        for chunk, seq_chunk in zip(batch.chunks, chunks):
+            count = (
+                len(seq_chunk.token_ids) if seq_chunk.all_logits else int(seq_chunk.needs_logits)
+            )
+            prompt_logprobs.append(
+                _prompt_logprobs(chunk, all_logits[row : row + count])
+                if seq_chunk.all_logits
+                else []
+            )
+            if seq_chunk.needs_logits:
+                sample_rows.append(row + count - 1)
+            row += count
+        rows = [r for r, group in zip(sample_rows, batch.samples) for _ in group]
         seqs = [seq for group in batch.samples for seq in group]
         if not seqs:
-            return [], []
-        logits = logits[torch.tensor(rows, device=logits.device)]
+            return [], [], prompt_logprobs
+        logits = all_logits[torch.tensor(rows, device=all_logits.device)]
         tokens = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
         logprobs = logprobs_of(logits, tokens, [s.params.logprobs for s in seqs])
         flat = tokens.tolist()
@@ -269,7 +304,7 @@ class NativeBackend:
             grouped.append(flat[start : start + len(group)])
             grouped_logprobs.append(logprobs[start : start + len(group)])
             start += len(group)
-        return grouped, grouped_logprobs
+        return grouped, grouped_logprobs, prompt_logprobs
 
     def _finish(self, batch: Batch, logprobs: list[list[dict[int, float] | None]]) -> None:
         for group, group_logprobs in zip(batch.samples, logprobs):
@@ -307,9 +342,10 @@ class NativeBackend:
     def _complete_if_done(self, seq: Sequence) -> None:
         request = self._active[seq.seq_id]
         if all(s.finish_reason for s in request.seqs):
+            completions = self._completions(request, final=True)  # may fail: still in flight
             self._forget(request)
             if not request.future.done():
-                request.future.set_result([self._completion(s, final=True) for s in request.seqs])
+                request.future.set_result(completions)
                 if request.progress is not None:
                     request.progress.set()
 
@@ -317,7 +353,13 @@ class NativeBackend:
         for seq in request.seqs:
             self._active.pop(seq.seq_id, None)
 
-    def _completion(self, seq: Sequence, final: bool) -> Completion:
+    def _completions(self, request: _Request, final: bool) -> list[Completion]:
+        prompt_logprobs = request.seqs[0].prompt_logprobs
+        return [self._completion(seq, final, prompt_logprobs) for seq in request.seqs]
+
+    def _completion(
+        self, seq: Sequence, final: bool, prompt_logprobs: list[dict[int, float] | None] | None
+    ) -> Completion:
         text = self.tokenizer.decode(seq.output_ids, skip_special_tokens=True)
         last = seq.token_ids[-1]
         reason = (
@@ -335,13 +377,28 @@ class NativeBackend:
             prompt_tokens=seq.num_prompt_tokens,
             cached_tokens=seq.num_cached_tokens,
             stop_reason=reason,
+            prompt_logprobs=list(prompt_logprobs) if prompt_logprobs is not None else None,
         )
 
     def _fail_everything(self, error: Exception) -> None:
+        """Fail every request in flight with `error` (a stream raises it at its next snapshot)
+        and free their blocks."""
         for request in self._active.values():
             if not request.future.done():
                 request.future.set_exception(error)
-        self._abort_everything()
+            if request.progress is not None:
+                request.progress.set()
+        try:
+            self._abort_everything()
+            self.scheduler.pending_copies.clear()  # copy-on-write forks of failed requests
+            consistent = self.scheduler.cache.stats()["blocks_in_use"] == 0
+        except Exception:
+            consistent = False
+        if not consistent or self.scheduler.has_work:
+            # The step failed halfway through the bookkeeping: what the pool says is in use
+            # belongs to no request any more, so start from an empty pool (and prefix cache).
+            stats, self.scheduler = self.scheduler.stats, self._new_scheduler()
+            self.scheduler.stats = stats
 
     def _abort_everything(self) -> None:
         for request in {id(r): r for r in self._active.values()}.values():
@@ -351,6 +408,27 @@ class NativeBackend:
     def check_integrity(self) -> None:
         """Raise AssertionError if the KV bookkeeping is inconsistent (see PrefixCache)."""
         self.scheduler.cache.check_integrity(s.block_table for s in self.scheduler.running)
+
+
+def _prompt_logprobs(chunk: Chunk, logits: torch.Tensor) -> list[dict[int, float]]:
+    """The logprobs of the prompt tokens that `chunk`'s positions predict: position p's logits
+    [rows of `logits`] score token p + 1, while that is still a prompt token."""
+    seq = chunk.seq
+    targets = seq.token_ids[
+        chunk.start + 1 : min(chunk.start + chunk.num_tokens + 1, seq.num_prompt_tokens)
+    ]
+    if not targets:
+        return []
+    tokens = torch.tensor(targets, device=logits.device)
+    return logprobs_of(logits[: len(targets)], tokens, [seq.params.prompt_logprobs] * len(targets))
+
+
+def _record_prompt_logprobs(seq: Sequence, start: int, entries: list[dict[int, float]]) -> None:
+    """Keep the entries for prompt tokens not yet scored: a preempted sequence recomputes its
+    prompt from the start, and the tokens it scored before must not count twice."""
+    for offset, entry in enumerate(entries):
+        if start + 1 + offset == len(seq.prompt_logprobs):
+            seq.prompt_logprobs.append(entry)
 
 
 def _settled(text: str, stop: tuple[str, ...]) -> str:

@@ -32,6 +32,7 @@ class SeqChunk:
     start_pos: int  # absolute position of token_ids[0] = tokens already in the cache
     block_table: list[int]  # block ids covering positions [0, start_pos + len(token_ids))
     needs_logits: bool  # return the logits of the last of token_ids
+    all_logits: bool = False  # return the logits of every one of token_ids instead
 
 
 def check_supported(config: PretrainedConfig) -> None:
@@ -185,7 +186,8 @@ class ModelRunner:
         return max(budget // per_block, 1)
 
     def run(self, chunks: list[SeqChunk]) -> torch.Tensor:
-        """Compute the chunks' KV, and logits [number needing them, vocab] float32, in order."""
+        """Compute the chunks' KV, and float32 logits [rows, vocab]: in chunk order, one row
+        per token of an `all_logits` chunk, else one for a chunk that `needs_logits`."""
         if not chunks:
             raise ValueError("a step needs at least one chunk")
         input_ids, positions, logit_rows = [], [], []
@@ -199,7 +201,9 @@ class ModelRunner:
                 )
             input_ids += chunk.token_ids
             positions += range(chunk.start_pos, end)
-            if chunk.needs_logits:
+            if chunk.all_logits:
+                logit_rows += range(len(input_ids) - len(chunk.token_ids), len(input_ids))
+            elif chunk.needs_logits:
                 logit_rows.append(len(input_ids) - 1)
         meta = AttentionMetadata.build(
             query_lens=[len(chunk.token_ids) for chunk in chunks],

@@ -174,8 +174,9 @@ class Scheduler:
     def _admit(self, seq: Sequence, budget: int) -> int:
         """Give a waiting sequence its cached prefix and blocks for its first chunk; the chunk's
         size, or 0 (and nothing held) if the pool cannot take it now."""
-        # Leave at least one token to compute: its logits give the next token.
-        max_blocks = (seq.num_tokens - 1) // self.block_size
+        # Leave at least one token to compute: its logits give the next token. A sequence that
+        # scores its prompt needs every prompt position's logits: it takes nothing cached.
+        max_blocks = 0 if seq.needs_prompt_logits else (seq.num_tokens - 1) // self.block_size
         block_ids, hashes = self.cache.match(seq.token_ids, max_blocks)
         seq.block_table, seq.block_hashes = block_ids, hashes
         seq.num_computed_tokens = len(block_ids) * self.block_size

@@ -36,6 +36,9 @@ class Sequence:
     admitted: bool = False
     finish_reason: FinishReason | None = None
     logprobs: list[dict[int, float]] = field(default_factory=list)
+    # None unless this sequence scores its prompt: then None for the first token and one
+    # {token: logprob} per prompt token scored so far.
+    prompt_logprobs: list[dict[int, float] | None] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -44,6 +47,14 @@ class Sequence:
     @property
     def output_ids(self) -> list[int]:
         return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def needs_prompt_logits(self) -> bool:
+        """Whether the logits of its prompt positions are still wanted (so it must compute
+        them all, none from the prefix cache)."""
+        return (
+            self.prompt_logprobs is not None and len(self.prompt_logprobs) < self.num_prompt_tokens
+        )
 
     @property
     def is_finished(self) -> bool:
