@@ -1,19 +1,31 @@
 """The `tts` command."""
 
+# Building the parser imports nothing heavy (no torch, no transformers), so `tts --help` and an
+# argument error answer at once; each command imports what it needs when it runs
+# (benchmarks/cli_startup.py measures it).
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from tts import __version__
 from tts.errors import TTSError, invalid_options
-from tts.search import STRATEGIES
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+# The names of `tts.search.STRATEGIES`, for help texts: importing tts.search imports the engine.
+# tests/test_cli.py checks that the two agree.
+STRATEGY_NAMES = ("majority", "best_of_n", "weighted_best_of_n", "beam", "dvts", "mcts")
+BACKEND_HELP = "native (default), hf (transformers, the reference), vllm, or remote (--model URL)"
+TOKENIZER_HELP = "remote backend: a folder with the served model's tokenizer, for its chat template"
 
 
 def budgets(text: str) -> list[int]:
@@ -40,13 +52,12 @@ def strategy_option(text: str) -> tuple[str, object]:
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
     """The flags `tts bench` and `tts compare` share: model, data, budgets, sampling, output."""
     parser.add_argument(
-        "--model", default="builtin", help="Hugging Face model folder (default: builtin)"
+        "--model",
+        default="builtin",
+        help="Hugging Face model folder (default: builtin), or a server URL with --backend remote",
     )
-    parser.add_argument(
-        "--backend",
-        default="native",
-        help="native (default), hf (transformers, the reference) or vllm",
-    )
+    parser.add_argument("--backend", default="native", help=BACKEND_HELP)
+    parser.add_argument("--tokenizer", help=TOKENIZER_HELP)
     parser.add_argument("--dataset", default="math500", help="name, .jsonl path or hf:OWNER/NAME")
     parser.add_argument(
         "--prm", help="PRM folder for best_of_n, beam, dvts, mcts (default: builtin)"
@@ -71,7 +82,7 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
         "Re-running with the same --out resumes where the last run stopped.",
     )
     add_run_flags(bench)
-    bench.add_argument("--strategy", default="majority", help=f"one of {', '.join(STRATEGIES)}")
+    bench.add_argument("--strategy", default="majority", help=f"one of {', '.join(STRATEGY_NAMES)}")
     bench.add_argument(
         "-o",
         "--option",
@@ -124,9 +135,12 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
         "/v1/models, /health, /metrics). Flags override --config.",
     )
     serve.add_argument("--config", type=Path, help="YAML server config (see configs/server.yaml)")
-    serve.add_argument("--model", help="Hugging Face model folder (default: builtin)")
+    serve.add_argument(
+        "--model", help="Hugging Face model folder (default: builtin), or a URL (--backend remote)"
+    )
     serve.add_argument("--prm", help="process reward model folder, for guided search")
-    serve.add_argument("--backend", help="native (default), hf or vllm")
+    serve.add_argument("--backend", help=BACKEND_HELP)
+    serve.add_argument("--tokenizer", help=TOKENIZER_HELP)
     serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, help="TCP port (default 8000)")
     serve.add_argument("--api-key", help="require `Authorization: Bearer KEY`")
@@ -155,6 +169,21 @@ DATA_JOBS = {
         "long-to-short preference pairs: the shortest correct candidate against a longer one",
     ),
 }
+
+
+class JobParser(argparse.ArgumentParser):
+    """The parser of a `tts data` job, whose flags come from the job's config. The config's
+    module imports the engine, so they are added only when this command is the one parsed."""
+
+    def __init__(self, *args: Any, job_module: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.job_module = job_module
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self.job_module is not None:
+            add_config_flags(self, importlib.import_module(self.job_module).JOB.config)
+            self.job_module = None
+        return super().parse_known_args(args, namespace)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config: type[BaseModel]) -> None:
@@ -190,7 +219,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config: type[BaseModel]) -
 
 def add_data(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="make training data")
-    kinds = data.add_subparsers(dest="kind", required=True)
+    kinds = data.add_subparsers(dest="kind", required=True, parser_class=JobParser)
     synth = kinds.add_parser(
         "synth",
         help="synthetic verifiable problems with worked solutions, in the SFT format",
@@ -204,13 +233,13 @@ def add_data(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", type=Path, required=True, help="SFT JSON Lines file")
     for kind, (module, what) in DATA_JOBS.items():
-        job = kinds.add_parser(
+        kinds.add_parser(
             kind,
             help=what,
             description=f"Make {what}. Records are appended to --out as each problem finishes; "
             "re-running the same command resumes where the last run stopped.",
+            job_module=module,
         )
-        add_config_flags(job, importlib.import_module(module).JOB.config)
 
 
 def run_data_job(kind: str, values: dict[str, object]) -> None:
@@ -254,7 +283,7 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         "supervised fine-tuning on chat data (the SFT format)",
         "Train with a YAML recipe (see configs/recipes/).",
     )
-    sft.add_argument("--model", type=Path, help="fine-tune this Hugging Face folder instead")
+    sft.add_argument("--model", help="fine-tune this Hugging Face folder (or builtin) instead")
     sft.add_argument("--init", type=Path, help="or train a new model of these sizes (YAML)")
     sft.add_argument(
         "--token-budget", type=int, help="train on about this many tokens instead of max_steps"
@@ -298,8 +327,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     plot.add_argument("log", type=Path, help="a log.jsonl, or the run folder holding it")
     plot.add_argument(
         "--metrics",
-        default="reward,accuracy,length_mean,eval_pass@1",
-        help="comma-separated keys of the log (default: reward,accuracy,length_mean,eval_pass@1)",
+        help="comma-separated keys of the log (default: whichever of reward, accuracy, "
+        "length_mean, loss and the eval metrics it has)",
     )
     plot.add_argument("--out", type=Path, help="PNG to write (default: beside the log)")
 
@@ -319,16 +348,18 @@ def run(args: argparse.Namespace) -> None:
         if config.plot:
             print(f"figure: {config.out / 'accuracy.png'}")
     elif args.command == "compare":
-        from tts.bench import BenchConfig, format_table
+        from tts.bench import BenchConfig
         from tts.bench.compare import run_compare
+        from tts.bench.report import Table
 
         options = {k: v for k, v in vars(args).items() if k not in ("command", "strategies")}
         try:
             base = BenchConfig(**options)
         except ValidationError as error:
             raise invalid_options("compare options", error) from None
-        result = run_compare(base, args.strategies)
-        print(format_table(result["rows"]))
+        # Each row as soon as its run is done: a long comparison shows results as it goes.
+        result = run_compare(base, args.strategies, lambda line: print(line, flush=True))
+        print(Table.NOTE)
         for line in result["skipped"]:
             print(f"skipped: {line}")
         print(f"figure: {base.out / 'compare.png'}  table: {base.out / 'compare.md'}")
@@ -365,7 +396,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "train" and args.loop == "plot":
         from tts.train.curves import plot_log
 
-        print(plot_log(args.log, args.metrics.split(","), args.out))
+        print(plot_log(args.log, args.metrics.split(",") if args.metrics else None, args.out))
     elif args.command == "train":
         from tts.train.loop import read_yaml
         from tts.train.sft import load_config, train_sft
@@ -386,7 +417,7 @@ def run(args: argparse.Namespace) -> None:
         print(build_tiny_model(args.out, family=args.family, seed=args.seed))
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tts", description=__doc__)
     parser.add_argument("--version", action="version", version=f"tts {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -396,7 +427,11 @@ def main(argv: list[str] | None = None) -> None:
     add_serve(commands)
     add_train(commands)
     add_data(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     try:
         run(args)
     except TTSError as error:

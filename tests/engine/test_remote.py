@@ -7,26 +7,31 @@ retries, backoff and error reporting can be checked without making a real server
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from tts.cli import main
+from tts.data.datasets import load_dataset
 from tts.engine import SamplingParams, load
 from tts.engine.backend import encode_prompt
 from tts.engine.remote import PlainPrompts
 from tts.errors import TTSError
 from tts.search import make_strategy
+from tts.search.base import build_prompt
 
 PROBLEM = "What is 7 * 8?"
 
@@ -103,14 +108,47 @@ def kv_blocks_in_use(url: str) -> float:
     raise AssertionError("no tts_kv_blocks_in_use in /metrics")
 
 
-def test_returns_n_completions_with_counts(remote):
+def test_token_counts_are_the_servers(remote, server):
     prompt = chat(remote.tokenizer, PROBLEM)
-    completions = run(remote.generate(prompt, SamplingParams(n=3, max_tokens=8, seed=1)))
-    assert len(completions) == 3
-    for c in completions:
-        assert c.finish_reason in ("stop", "length")
-        assert c.prompt_tokens == len(encode_prompt(remote.tokenizer, prompt))
-        assert c.token_ids == remote.tokenizer(c.text, add_special_tokens=False).input_ids
+    params = SamplingParams(n=3, max_tokens=8, seed=1)
+    completions = run(remote.generate(prompt, params))
+    # The same seeded request, asked of the server directly: its own counts.
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="none")
+    answer = client.completions.create(
+        model=remote.model_name, prompt=prompt, n=3, max_tokens=8, seed=1, temperature=1.0
+    )
+    assert [c.text for c in completions] == [choice.text for choice in answer.choices]
+    assert [len(c.token_ids) for c in completions] == [
+        choice.model_extra["tts"]["completion_tokens"] for choice in answer.choices
+    ]
+    assert sum(len(c.token_ids) for c in completions) == answer.usage.completion_tokens
+    assert {c.prompt_tokens for c in completions} == {answer.usage.prompt_tokens}
+    assert answer.usage.prompt_tokens == len(encode_prompt(remote.tokenizer, prompt))
+
+
+def test_token_ids_are_the_generated_ones(remote, native):
+    prompt = chat(native.tokenizer, PROBLEM)
+    params = SamplingParams(temperature=0, max_tokens=16)
+    (expected,) = run(native.generate(prompt, params))
+    (got,) = run(remote.generate(prompt, params))
+    # The server's ids, EOS and stop tokens included: re-tokenizing the text could not say.
+    assert got.token_ids == expected.token_ids
+
+
+def test_server_returns_token_ids_when_asked_also_streamed(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="none")
+    model = client.models.list().data[0].id
+    ask = {"model": model, "prompt": PROBLEM, "max_tokens": 12, "temperature": 0}
+    plain = client.completions.create(**ask).choices[0]
+    assert "token_ids" not in (plain.model_extra or {})
+    whole = client.completions.create(extra_body={"return_token_ids": True}, **ask)
+    ids = whole.choices[0].model_extra["token_ids"]
+    assert len(ids) == whole.choices[0].model_extra["tts"]["completion_tokens"] > 0
+    chunks = client.completions.create(stream=True, extra_body={"return_token_ids": True}, **ask)
+    streamed = [i for chunk in chunks for c in chunk.choices for i in c.model_extra["token_ids"]]
+    assert streamed == ids
+    with pytest.raises(openai.BadRequestError, match="return_token_ids"):
+        client.completions.create(extra_body={"return_token_ids": True, "tts": {"n": 2}}, **ask)
 
 
 def test_greedy_text_equals_native_in_process(remote, native):
@@ -174,6 +212,25 @@ def test_without_tokenizer_prompts_are_plain_and_counts_come_from_the_server(ser
     assert all(0 < c.tokens <= 8 for c in result.candidates)
 
 
+def test_cli_bench_with_a_tokenizer_prompts_through_its_chat_template(server, tiny_llama, tmp_path):
+    tokenizer = load(server, backend="remote", tokenizer=tiny_llama).tokenizer
+    (problem,) = load_dataset("synth:arith:1", limit=1)
+    runs = {
+        "chat": (["--tokenizer", str(tiny_llama)], build_prompt(tokenizer, problem.problem)),
+        "plain": ([], build_prompt(PlainPrompts(), problem.problem)),
+    }
+    small = ["--dataset", "synth:arith:1", "--limit", "1", "--n", "1", "--max-tokens", "4"]
+    counts = {}
+    for name, (flags, prompt) in runs.items():
+        out = tmp_path / name
+        main(["bench", "--backend", "remote", "--model", server, *flags, *small, "--out", str(out)])
+        (row,) = [json.loads(line) for line in (out / "results.jsonl").open()]
+        # What the server counted is the prompt it was sent: templated only given a tokenizer.
+        counts[name] = row["usage"]["prompt_tokens"]
+        assert counts[name] == len(encode_prompt(tokenizer, prompt))
+    assert counts["chat"] != counts["plain"]
+
+
 def test_cancelled_generate_frees_its_kv_blocks(remote, server):
     prompt = chat(remote.tokenizer, PROBLEM)
     params = SamplingParams(n=4, max_tokens=3000, seed=0)
@@ -204,6 +261,8 @@ class Stub:
 
     def __init__(self) -> None:
         self.script: list[tuple[int, dict[str, str]]] = []
+        self.answer: Callable[[dict], dict] | None = None  # the 200's body, from the request
+        self.refuse: str | None = None  # a field answered with a 400 naming it
         self.times: list[float] = []
         self.bodies: list[dict] = []
         self.app = FastAPI()
@@ -213,10 +272,15 @@ class Stub:
     async def complete(self, request: Request) -> JSONResponse:
         self.times.append(time.monotonic())
         self.bodies.append(await request.json())
+        if self.refuse in self.bodies[-1]:
+            error = {"message": f"unknown field: {self.refuse}", "param": self.refuse}
+            return JSONResponse({"error": error}, status_code=400)
         if self.script:
             status, headers = self.script.pop(0)
             error = {"message": f"scripted {status}", "type": "stub", "code": status}
             return JSONResponse({"error": error}, status_code=status, headers=headers)
+        if self.answer is not None:
+            return JSONResponse(self.answer(self.bodies[-1]))
         n = self.bodies[-1]["n"]
         choices = [
             {"index": i, "text": f"answer {i}", "finish_reason": "length", "stop_reason": None}
@@ -255,6 +319,66 @@ def test_stub_default_model_and_per_choice_counts(stub):
     assert [(c.prompt_tokens, c.cached_tokens) for c in completions] == [(7, 2), (7, 2)]
 
 
+def vllm_answer(body: dict) -> dict:
+    """What vLLM's /v1/completions answers with `return_token_ids` (its protocol's
+    CompletionResponseChoice): 16 ids for a text that re-tokenizes to fewer."""
+    choices = [
+        {"index": i, "text": "42", "finish_reason": "length", "stop_reason": None}
+        | {"token_ids": list(range(100 + i, 116 + i)), "prompt_token_ids": [1, 2, 3, 4]}
+        for i in range(body["n"])
+    ]
+    usage = {"prompt_tokens": 4, "completion_tokens": 16 * body["n"], "total_tokens": 0}
+    usage["prompt_tokens_details"] = {"cached_tokens": 3}
+    return {"object": "text_completion", "choices": choices, "usage": usage}
+
+
+def test_stub_vllm_token_ids_and_cached_tokens_are_taken_as_given(stub, tiny_llama):
+    double, url = stub
+    double.answer = vllm_answer
+    backend = load(url, backend="remote", tokenizer=tiny_llama, model_name="m")
+    completions = run(backend.generate("hi", SamplingParams(n=2, max_tokens=16)))
+    assert double.bodies[0]["return_token_ids"] is True
+    assert [c.token_ids for c in completions] == [list(range(100, 116)), list(range(101, 117))]
+    assert [(c.prompt_tokens, c.cached_tokens) for c in completions] == [(4, 3), (4, 3)]
+
+
+def without_ids(body: dict) -> dict:
+    answer = vllm_answer(body)
+    for choice in answer["choices"]:
+        del choice["token_ids"], choice["prompt_token_ids"]
+    return answer
+
+
+def test_stub_usage_is_exact_for_one_choice_and_recounting_warns(stub, tiny_llama):
+    double, url = stub
+    double.answer = without_ids
+    backend = load(url, backend="remote", tokenizer=tiny_llama, model_name="m")
+    (one,) = run(backend.generate("hi", SamplingParams(max_tokens=16)))
+    assert len(one.token_ids) == 16 and one.prompt_tokens == 4
+    # Two choices and only their sum: the last resort is the text re-tokenized, said aloud.
+    with pytest.warns(UserWarning, match="re-tokenizing"):
+        two = run(backend.generate("hi", SamplingParams(n=2, max_tokens=16)))
+    recounted = backend.tokenizer("42", add_special_tokens=False).input_ids
+    assert [c.token_ids for c in two] == [recounted, recounted]
+
+
+def test_stub_server_refusing_return_token_ids_is_asked_without_it_from_then_on(stub):
+    double, url = stub
+    double.answer, double.refuse = without_ids, "return_token_ids"
+    backend = load(url, backend="remote", model_name="m")
+    (first,) = run(backend.generate("hi", SamplingParams(max_tokens=16)))
+    (second,) = run(backend.generate("hi", SamplingParams(max_tokens=16)))
+    assert len(first.token_ids) == len(second.token_ids) == 16
+    assert ["return_token_ids" in body for body in double.bodies] == [True, False, False]
+
+
+def test_prompt_logprobs_are_refused(stub):
+    _, url = stub
+    backend = load(url, backend="remote", model_name="m")
+    with pytest.raises(TTSError, match="prompt log-probabilities"):
+        run(backend.generate("hi", SamplingParams(prompt_logprobs=1)))
+
+
 def test_stub_retries_5xx_with_backoff_then_succeeds(stub):
     double, url = stub
     double.script = [(503, {}), (503, {})]
@@ -284,6 +408,11 @@ def test_stub_client_error_is_not_retried(stub):
     with pytest.raises(TTSError, match="HTTP 400: scripted 400"):
         run(backend.generate("hi", SamplingParams()))
     assert len(double.times) == 1
+    # A refused field other than return_token_ids is the caller's to fix: no second try.
+    double.refuse = "top_k"
+    with pytest.raises(TTSError, match="HTTP 400: unknown field: top_k"):
+        run(backend.generate("hi", SamplingParams(top_k=5)))
+    assert len(double.times) == 2
 
 
 def test_stub_gives_up_after_retries(stub):

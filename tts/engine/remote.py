@@ -4,13 +4,20 @@ vLLM, SGLang, llama.cpp's server and `tts serve` all speak it, so a search strat
 one process against a model served in another. One request carries the whole `generate` call
 (`n` completions of one prompt, text or token ids); the server batches whatever is in flight.
 
-Token counts: the completions API returns text, not token ids. Each completion's `token_ids` is,
-best source first: the ids the server reported in its logprobs (vLLM's
-`return_tokens_as_token_ids`, asked for whenever logprobs are); the text re-tokenized with the
-local tokenizer, when one was given (it lacks the EOS token and the stop string's tokens, so it
-may be a token or two short of what the server generated); else zeros, as many as the server
-says it generated (its per-choice `tts.completion_tokens`, else `usage.completion_tokens` shared
-evenly among the choices), so that only the length means anything.
+Token counts: the completions API returns text, so each request also asks for the generated ids
+(vLLM's `return_token_ids`; a server that refuses that field by name is asked again without it,
+and never again). Each completion's `token_ids` is, best source first:
+1. the ids the server returned: the choice's `token_ids`, else the ids its logprobs name (vLLM's
+   `return_tokens_as_token_ids`, asked for whenever logprobs are);
+2. as many placeholder zeros as the server says that choice generated: its per-choice
+   `tts.completion_tokens` (`tts serve`), else `usage.completion_tokens` when n is 1 (usage sums
+   over the choices, so it is exact per choice only then);
+3. the text re-tokenized with the local tokenizer (only when none of the above is given and n > 1;
+   approximate: it lacks the EOS token and the stop string's tokens, so a warning says so);
+4. without a tokenizer, usage shared evenly among the choices.
+Search and benchmarks read only the length of `token_ids`, which 1 and 2 give exactly.
+`prompt_tokens` is the length of the choice's `prompt_token_ids`, else `usage.prompt_tokens`;
+`cached_tokens` is the choice's `tts.cached_tokens`, else `usage.prompt_tokens_details`'s.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import asyncio
 import email.utils
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +37,14 @@ from tts.engine.backend import Completion, FinishReason, SamplingParams
 from tts.errors import TTSError
 
 MAX_BACKOFF_S = 30.0  # the longest wait between two attempts, Retry-After included
+
+
+class ClientError(TTSError):
+    """The server refused a request as malformed (a 4xx other than 429): not worth retrying."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # the server's own words
 
 
 class PlainPrompts:
@@ -71,19 +87,33 @@ class RemoteBackend:
         self.api_key, self.model_name = api_key, model_name
         self.max_connections, self.retries = max_connections, retries
         self.timeout, self.backoff = timeout, backoff
+        self.ask_token_ids = True  # False once the server has refused `return_token_ids`
+        self._warned_recount = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: httpx.AsyncClient | None = None
 
     async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
         """One POST /v1/completions. Cancelling it closes the connection, which the server
         takes as a disconnect (and aborts the request)."""
+        if params.prompt_logprobs is not None:
+            raise TTSError("the remote backend does not ask servers for prompt log-probabilities")
         body = {"model": self.model_name or await self._default_model(), "prompt": prompt}
         body |= _sampling_fields(params)
-        data = await self._request("POST", "/v1/completions", body)
+        if self.ask_token_ids:
+            body["return_token_ids"] = True
+        try:
+            data = await self._request("POST", "/v1/completions", body)
+        except ClientError as error:
+            if "return_token_ids" not in body or "return_token_ids" not in error.reason:
+                raise
+            # A server that knows only OpenAI's fields may refuse vLLM's by name: count without.
+            self.ask_token_ids = False
+            del body["return_token_ids"]
+            data = await self._request("POST", "/v1/completions", body)
         try:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             return [self._completion(c, data.get("usage") or {}, len(choices)) for c in choices]
-        except (KeyError, TypeError, AttributeError) as error:
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise TTSError(f"{self.url}: not an OpenAI completions answer ({error!r})") from None
 
     async def aclose(self) -> None:
@@ -135,9 +165,10 @@ class RemoteBackend:
                         return response.json()
                     except ValueError:
                         raise TTSError(f"{self.url}{path}: answered with non-JSON") from None
-                problem = f"HTTP {response.status_code}: {_error_message(response)}"
+                reason = _error_message(response)
+                problem = f"HTTP {response.status_code}: {reason}"
                 if response.status_code != 429 and response.status_code < 500:
-                    raise TTSError(f"{self.url}{path}: {problem}")
+                    raise ClientError(f"{self.url}{path}: {problem}", reason)
                 wait = _retry_after(response)
             if attempt < self.retries:
                 if wait is None:  # jitter, so that concurrent callers spread their retries
@@ -149,27 +180,47 @@ class RemoteBackend:
         extra = choice.get("tts") or {}  # per-choice counts, from `tts serve`
         text = choice.get("text") or ""
         logprobs = _logprobs(choice.get("logprobs"))
-        if logprobs is not None and all(len(entry) for entry in logprobs):
-            token_ids = [next(iter(entry)) for entry in logprobs]  # the sampled token is first
-        elif not isinstance(self.tokenizer, PlainPrompts):
-            token_ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        else:
-            count = extra.get("completion_tokens")
-            if count is None:
-                total = usage.get("completion_tokens") or 0
-                count = total // num_choices + (choice.get("index", 0) < total % num_choices)
-            token_ids = [0] * count
+        prompt_ids = choice.get("prompt_token_ids")
         details = usage.get("prompt_tokens_details") or {}
-        cached = extra.get("cached_tokens", details.get("cached_tokens") or 0)
         return Completion(
             text=text,
-            token_ids=token_ids,
+            token_ids=self._token_ids(choice, text, logprobs, usage, num_choices),
             finish_reason=_finish_reason(choice.get("finish_reason")),
             logprobs=logprobs,
-            prompt_tokens=usage.get("prompt_tokens") or 0,
-            cached_tokens=cached,
+            prompt_tokens=len(prompt_ids) if prompt_ids else usage.get("prompt_tokens") or 0,
+            cached_tokens=extra.get("cached_tokens", details.get("cached_tokens") or 0),
             stop_reason=extra.get("stop_reason", choice.get("stop_reason")),
         )
+
+    def _token_ids(
+        self,
+        choice: dict,
+        text: str,
+        logprobs: list[dict[int, float]] | None,
+        usage: dict,
+        num_choices: int,
+    ) -> list[int]:
+        """The choice's generated ids, or placeholders as many as it generated (module doc)."""
+        if choice.get("token_ids") is not None:
+            return [int(i) for i in choice["token_ids"]]
+        if logprobs is not None and all(len(entry) for entry in logprobs):
+            return [next(iter(entry)) for entry in logprobs]  # the sampled token is first
+        count = (choice.get("tts") or {}).get("completion_tokens")
+        if count is None and num_choices == 1:
+            count = usage.get("completion_tokens")
+        if count is not None:
+            return [0] * int(count)
+        if not isinstance(self.tokenizer, PlainPrompts):
+            if not self._warned_recount:
+                self._warned_recount = True
+                warnings.warn(
+                    f"{self.url} reports no per-choice token counts; counting tokens by "
+                    "re-tokenizing each completion's text (approximate)",
+                    stacklevel=4,
+                )
+            return self.tokenizer(text, add_special_tokens=False).input_ids
+        total = usage.get("completion_tokens") or 0
+        return [0] * (total // num_choices + (choice.get("index", 0) < total % num_choices))
 
 
 def _load_tokenizer(folder: str | Path) -> Any:
