@@ -46,3 +46,26 @@ def assert_same_weights(a: Path, b: Path) -> None:
 def training_log(folder: Path) -> list[dict]:
     """The lines of a run's log (`folder/out/log.jsonl`, as the tests' recipes place it)."""
     return [json.loads(line) for line in (folder / "out" / "log.jsonl").read_text().splitlines()]
+
+
+class Killed(BaseException):
+    """The process dies here: a BaseException, so no `except Exception` in the code under test
+    can catch it and run cleanup a killed process would never run."""
+
+
+def die_at(monkeypatch, n: int, steps: list[tuple[object, str]]) -> None:
+    """From now on, the n-th call to any of `steps` ((module, function name) pairs, e.g. the
+    renames, removals and syncs of a checkpoint swap) raises `Killed` instead of running, which
+    leaves the files as a kill at that moment would. `monkeypatch.undo()` disarms it."""
+    calls = 0
+    for module, name in steps:
+        real = getattr(module, name)
+
+        def step(*args, real=real, **kwargs):
+            nonlocal calls
+            calls += 1
+            if calls == n:
+                raise Killed
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -25,6 +26,42 @@ def test_advantages_are_centred_per_group_and_scaled_by_the_std_unless_dr_grpo()
     want = [0.5 / std, -0.5 / std, -0.5 / std, 0.5 / std]
     assert scaled[0].tolist() == pytest.approx(want, rel=1e-4)  # eps 1e-6 in the denominator
     assert scaled[1].tolist() == [0.0] * 4  # equal rewards: no signal, no division by zero
+
+
+# Shaped rewards (format, cosine length, penalties) that float32 cannot store exactly, and more.
+SHAPED = [0.1, 0.7, 0.9] + [random.Random(0).uniform(-2, 2) for _ in range(200)]
+
+
+@pytest.mark.parametrize("variant", ["grpo", "dr_grpo", "dapo"])
+def test_a_group_of_equal_rewards_gets_exactly_zero_advantage_whatever_the_value(variant):
+    scale = variant != "dr_grpo"  # as the GRPO loop calls it
+    for size in (2, 3, 8, 16):
+        for dtype in (torch.float32, torch.float64):
+            rewards = torch.tensor([[value] * size for value in SHAPED], dtype=dtype)
+            assert group_advantages(rewards, scale).abs().max().item() == 0.0, (size, dtype)
+            assert not informative_groups(rewards).any()
+    # Equal rewards reached by different sums differ in their last bit: still equal.
+    summed = [[0.1 + 0.2 + 0.4, 0.7, 0.7], [0.4 + 0.3 + 0.2, 0.9, 0.9]]
+    assert all(len(set(group)) == 2 for group in summed)
+    summed = torch.tensor(summed, dtype=torch.float64)
+    assert group_advantages(summed, scale).abs().max().item() == 0.0
+    assert informative_groups(summed).tolist() == [False, False]
+
+
+@pytest.mark.parametrize("variant", ["grpo", "dr_grpo", "dapo"])
+def test_shaped_rewards_that_differ_get_the_float64_advantages(variant):
+    scale = variant != "dr_grpo"
+    rng = random.Random(1)
+    rows = [[rng.choice(SHAPED[:3]) for _ in range(8)] for _ in range(100)]
+    rows = [row for row in rows if len(set(row)) > 1]
+    advantages = group_advantages(torch.tensor(rows, dtype=torch.float64), scale)
+    for row, got in zip(rows, advantages.tolist()):
+        mean = math.fsum(row) / len(row)
+        std = math.sqrt(math.fsum((r - mean) ** 2 for r in row) / (len(row) - 1))
+        want = [(r - mean) / (std + 1e-6 if scale else 1) for r in row]
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+        # A completion whose reward is the group's mean learns nothing either way.
+        assert math.fsum(got) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_dynamic_sampling_keeps_only_groups_with_different_rewards():

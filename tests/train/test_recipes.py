@@ -3,10 +3,13 @@ the commands the README and the recipes' own comments give do not fail on a typo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tts.errors import TTSError
 from tts.train import grpo, prm, sft
 
 RECIPES = Path(__file__).parents[2] / "configs" / "recipes"
@@ -32,3 +35,42 @@ def test_every_recipe_is_listed_here():
 def test_the_recipe_loads(name):
     config = LOOPS[name].load_config(RECIPES / name)
     assert config.out.parts[0] == "runs"  # outputs go to the ignored runs/ folder
+
+
+def write_recipe(folder: Path, loop, **values) -> Path:
+    """A recipe for `loop` with what it requires (tiny data it can read) plus `values`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "data.jsonl"
+    if loop is sft:
+        messages = [{"role": "user", "content": "1 + 1?"}, {"role": "assistant", "content": "2"}]
+        data.write_text(json.dumps({"messages": messages}) + "\n")
+        values = {"data": str(data), "model": "builtin"} | values
+    elif loop is prm:
+        row = {"prompt": "1 + 1?", "completions": ["1 + 1 = 2"], "labels": [True]}
+        data.write_text(json.dumps(row) + "\n")
+        values = {"data": str(data)} | values
+    else:
+        values = {"dataset": "synth:arith:1:4", "eval_dataset": None} | values
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"out": str(folder / "out"), "max_steps": 1} | values))
+    return path
+
+
+@pytest.mark.parametrize("loop", [sft, prm, grpo], ids=["sft", "prm", "grpo"])
+def test_a_min_lr_above_lr_is_refused_and_by_default_it_is_a_tenth_of_lr(loop, tmp_path):
+    with pytest.raises(TTSError, match=r"min_lr \(0.01\) is above lr \(0.001\)"):
+        loop.load_config(write_recipe(tmp_path, loop, lr=1e-3, min_lr=1e-2))
+    assert loop.load_config(write_recipe(tmp_path, loop, lr=2e-5)).min_lr == pytest.approx(2e-6)
+    assert loop.load_config(write_recipe(tmp_path, loop, lr=1e-3, min_lr=1e-3)).min_lr == 1e-3
+
+
+@pytest.mark.parametrize("loop", [sft, prm, grpo], ids=["sft", "prm", "grpo"])
+def test_every_loop_resolves_its_model_as_every_command_does(loop, tmp_path):
+    train = {sft: sft.train_sft, prm: prm.train_prm, grpo: grpo.train_grpo}[loop]
+    with pytest.raises(TTSError, match="^model folder not found: nowhere$"):
+        train(loop.load_config(write_recipe(tmp_path, loop, model="nowhere")))
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    (no_tokenizer / "config.json").write_text("{}")
+    with pytest.raises(TTSError, match="has no tokenizer"):
+        train(loop.load_config(write_recipe(tmp_path, loop, model=str(no_tokenizer))))

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+from transformers import AutoTokenizer
 
-from tests.train.resume import assert_same_weights, kill_after_a_checkpoint, training_log
-from tts.engine import SamplingParams, load
+from tests.train.resume import (
+    Killed,
+    assert_same_weights,
+    die_at,
+    kill_after_a_checkpoint,
+    training_log,
+)
+from tts.data.jsonl import read_records
+from tts.engine import SamplingParams, load, resolve_model
 from tts.errors import TTSError
+from tts.train import loop
+from tts.train.curves import default_metrics
 from tts.train.loop import lr_at
 from tts.train.sft import SFTConfig, encode_conversation, load_config, train_sft
 
@@ -70,6 +81,25 @@ def test_loss_is_on_the_answer_only(tmp_path, data):
     assert "What is" not in answer
 
 
+@pytest.mark.parametrize("model", ["builtin", "tiny_llama", "tiny_qwen"])
+def test_the_chat_template_marks_as_the_assistants_what_sft_trains_on(model, request):
+    """TRL's assistant_only_loss reads the template's generation markers: they must cover the
+    tokens tts's own loop trains on, the answer and its end of turn, and nothing else."""
+    folder = resolve_model("builtin" if model == "builtin" else request.getfixturevalue(model))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 3 + 4?"},
+        {"role": "assistant", "content": "3 + 4 = 7\n\nThe answer is \\boxed{7}."},
+    ]
+    marked = tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
+    ids, labels = encode_conversation(tokenizer, messages, 10_000)
+    assert marked["input_ids"] == ids
+    assert [i if m else -100 for i, m in zip(ids, marked["assistant_masks"])] == labels
+
+
 def test_learning_rate_warms_up_then_decays():
     config = SFTConfig(
         data="x", out="y", model="z", lr=1.0, min_lr=0.1, warmup_steps=10, max_steps=110
@@ -90,6 +120,34 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path, data):
     whole, resumed = training_log(tmp_path / "a"), training_log(tmp_path / "b")
     assert [r["step"] for r in resumed] == list(range(1, 13))  # no step logged twice
     assert [r["tokens"] for r in resumed] == [r["tokens"] for r in whole]
+
+
+def test_a_kill_inside_a_checkpoint_swap_resumes_from_that_checkpoint_and_keeps_the_log(
+    tmp_path, data, monkeypatch
+):
+    train_sft(load_config(recipe(tmp_path / "a", data, max_steps=9)))
+    killed = recipe(tmp_path / "b", data, max_steps=9)
+    out = tmp_path / "b" / "out"
+    real_save = loop.save
+
+    def save_and_die_between_the_renames(model, tokenizer, folder, state=None):
+        if state is not None and state["step"] == 6:
+            die_at(monkeypatch, 2, [(os, "replace")])  # step 3's folder aside, 6's not in place
+        real_save(model, tokenizer, folder, state)
+
+    monkeypatch.setattr(loop, "save", save_and_die_between_the_renames)
+    with pytest.raises(Killed):
+        train_sft(load_config(killed))
+    monkeypatch.undo()
+    assert not (out / "checkpoint").exists() and (out / "checkpoint.old").exists()
+    before = training_log(tmp_path / "b")
+    assert [r["step"] for r in before] == list(range(1, 7))
+
+    train_sft(load_config(killed))
+    after = training_log(tmp_path / "b")
+    assert after[:6] == before  # resumed at step 6: its lines kept as they were, not re-run
+    assert [r["step"] for r in after] == list(range(1, 10))
+    assert_same_weights(tmp_path / "a" / "out" / "final", out / "final")
 
 
 def test_a_token_budget_gives_data_of_different_lengths_the_same_compute(tmp_path, data):
@@ -123,12 +181,24 @@ def test_bad_input_is_named(tmp_path, data):
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     with pytest.raises(TTSError, match="line 1: expected messages"):
         train_sft(load_config(recipe(tmp_path, bad)))
-    no_tokenizer = tmp_path / "bare"
-    no_tokenizer.mkdir()
-    with pytest.raises(TTSError, match="has no tokenizer"):
-        train_sft(load_config(recipe(tmp_path, data, init=None, model=str(no_tokenizer))))
     with pytest.raises(TTSError, match="exactly one of model"):
-        load_config(recipe(tmp_path, data, model=str(no_tokenizer)))
+        load_config(recipe(tmp_path, data, model="builtin"))
+
+
+def test_the_command_fine_tunes_the_builtin_model_as_the_other_loops_take_it(
+    tmp_path, data, capsys
+):
+    from tts.cli import main
+
+    recipe_file = recipe(tmp_path, data)  # a recipe for a new model: --model replaces it
+    main(["train", "sft", "--recipe", str(recipe_file), "--model", "builtin", "--max-steps", "1"])
+    final = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    builtin = resolve_model("builtin")
+    assert (
+        json.loads((final / "config.json").read_text())["hidden_size"]
+        == json.loads((builtin / "config.json").read_text())["hidden_size"]
+    )
+    assert (final / "tokenizer.json").read_bytes() == (builtin / "tokenizer.json").read_bytes()
 
 
 def test_the_command_trains_and_reports_the_final_folder(tmp_path, data, capsys):
@@ -156,6 +226,21 @@ def test_periodic_eval_scores_the_checkpoint_through_the_engine(tmp_path, data):
     evals = [r for r in log if "eval_accuracy" in r]
     assert [r["step"] for r in evals] == [2, 4]
     assert all(0.0 <= r["eval_accuracy"] <= 1.0 for r in evals)
+
+
+def test_plot_draws_what_an_sft_log_has_without_being_told(tmp_path, data, capsys):
+    from tts.cli import main
+
+    out = tmp_path / "out"
+    config = recipe(tmp_path, data, max_steps=4, eval_dataset="synth:arith:1:4", eval_every=2)
+    train_sft(load_config(config, eval_max_tokens=8))
+    assert default_metrics(read_records(out / "log.jsonl")) == ["loss", "eval_accuracy"]
+    capsys.readouterr()
+    main(["train", "plot", str(out)])
+    png = Path(capsys.readouterr().out.strip())
+    assert png == out / "curves.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="has no reward; it has eval_accuracy, grad_norm, loss"):
+        main(["train", "plot", str(out), "--metrics", "reward"])
 
 
 def test_init_file_replaces_the_recipes_starting_point(tmp_path, data, capsys):

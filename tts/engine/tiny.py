@@ -31,11 +31,16 @@ from transformers import (
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 # ChatML, as Qwen models use it. Llama-family tokenizers start with a BOS token, and so does
-# their template: the engine must then not add a second one.
+# their template: the engine must then not add a second one. The generation markers render
+# nothing; they mark what the assistant writes, its end-of-turn token included, for
+# `return_assistant_tokens_mask` (TRL's `assistant_only_loss`).
 CHAT_TEMPLATE = (
     "{{ bos_token if bos_token else '' }}"
     "{% for message in messages %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] }}<|im_end|>\n{% endgeneration %}"
+    "{% else %}{{ message['content'] }}<|im_end|>\n{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )

@@ -40,7 +40,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tts.data.datasets import Problem, load_dataset
 from tts.devices import resolve_device
-from tts.engine import SamplingParams, load, resolve_model
+from tts.engine import SamplingParams, load
 from tts.engine.backend import Completion, encode_prompt
 from tts.errors import TTSError
 from tts.search.base import DEFAULT_INSTRUCTION, build_prompt, derive_seed
@@ -50,6 +50,7 @@ from tts.train.loop import (
     load_recipe,
     lr_at,
     make_optimizer,
+    model_folder,
     open_log,
     resume_state,
     save,
@@ -208,7 +209,7 @@ def rollout(backend, tokenizer, sampler: ProblemSampler, config: GRPOConfig, ste
             sampler.success[problem.id] = sum(parts["accuracy"]) / len(texts)
             result.groups_drawn += 1
             result.tokens += sum(len(i) for i in ids)
-            table = torch.tensor([rewards])
+            table = torch.tensor([rewards], dtype=torch.float64)
             if config.dynamic_sampling and not informative_groups(table)[0]:
                 continue
             advantages = group_advantages(table, scale=config.loss.variant != "dr_grpo")[0]
@@ -253,7 +254,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     problems = load_dataset(config.dataset)
     sampler = ProblemSampler(problems, config)
     state = resume_state(config)
-    start = config.out / "checkpoint" if state is not None else resolve_model(config.model)
+    start = config.out / "checkpoint" if state is not None else model_folder(config.model)
     device = resolve_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(start)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -261,11 +262,11 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     reference = None
     if config.loss.kl_coef > 0:
         reference = AutoModelForCausalLM.from_pretrained(
-            resolve_model(config.model), dtype=torch.float32
+            model_folder(config.model), dtype=torch.float32
         ).to(device)
         reference.eval().requires_grad_(False)
     backend = load(
-        resolve_model(config.model), "native", device=str(device), num_blocks=config.engine_blocks
+        model_folder(config.model), "native", device=str(device), num_blocks=config.engine_blocks
     )
     backend.update_weights(model.state_dict().items())
     optimizer = make_optimizer(model, config)

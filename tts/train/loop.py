@@ -2,16 +2,19 @@
 checkpoints and the loop itself, nanoGPT style.
 
 Every `save_every` steps the loop writes `OUT/checkpoint/`: a Hugging Face folder (safetensors,
-tokenizer) plus `trainer_state.pt` (optimizer, step, RNG state, config), replaced atomically.
-Running the same command again resumes from it, and because the data order is a function of
-(seed, epoch) and the RNG state is restored, the resumed run ends where an uninterrupted one does.
+tokenizer) plus `trainer_state.pt` (optimizer, step, RNG state, config), swapped in so that a
+kill at any moment leaves a whole one (`save`, `recover`). Running the same command again
+resumes from it, and because the data order is a function of (seed, epoch) and the RNG state
+is restored, the resumed run ends where an uninterrupted one does.
 `OUT/log.jsonl` gets the loss, learning rate, gradient norm, tokens trained so far (padding
 excluded), tokens/s and any eval metrics.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 import shutil
 import time
@@ -22,11 +25,12 @@ from typing import Any, Literal, TypeVar
 import orjson
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm import tqdm
 
 from tts.data.jsonl import RecordWriter, read_records
 from tts.devices import resolve_device, resolve_dtype
+from tts.engine import resolve_model
 from tts.errors import TTSError, invalid_options
 
 Example = TypeVar("Example")
@@ -44,7 +48,9 @@ class LoopConfig(BaseModel):
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     max_length: int = Field(512, ge=8, description="longer sequences are cut to this")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
-    min_lr: float = Field(1e-4, ge=0, description="learning rate at the end of the cosine")
+    min_lr: float | None = Field(
+        None, ge=0, description="learning rate at the end of the cosine; default lr / 10"
+    )
     warmup_steps: int = Field(50, ge=0, description="linear warmup steps")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="max gradient norm")
@@ -53,6 +59,17 @@ class LoopConfig(BaseModel):
     save_every: int = Field(100, ge=1, description="steps between checkpoints")
     log_every: int = Field(10, ge=1, description="steps between log lines")
     seed: int = Field(0, description="data order, initialisation and dropout")
+
+    @model_validator(mode="after")
+    def _lr_decays(self) -> LoopConfig:
+        if self.min_lr is None:
+            self.min_lr = self.lr / 10
+        elif self.min_lr > self.lr:
+            raise ValueError(
+                f"min_lr ({self.min_lr:g}) is above lr ({self.lr:g}): the cosine would rise "
+                "instead of decaying; set min_lr <= lr"
+            )
+        return self
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -85,6 +102,16 @@ def load_recipe(
         raise invalid_options(f"{config_class.__name__} recipe {path}", error) from None
 
 
+def model_folder(model: str) -> Path:
+    """The folder a recipe's `model` names (a Hugging Face folder, or builtin), checked to hold
+    a tokenizer: every loop resolves its model here, as every other command does through
+    `tts.engine.resolve_model`."""
+    folder = resolve_model(model)
+    if not (folder / "tokenizer_config.json").is_file():
+        raise TTSError(f"{model} has no tokenizer (tokenizer_config.json)")
+    return folder
+
+
 def lr_at(step: int, config: LoopConfig) -> float:
     """Linear warmup to lr, then cosine decay to min_lr at max_steps."""
     if step < config.warmup_steps:
@@ -110,20 +137,64 @@ def batches(examples: list[Example], config: LoopConfig, step: int) -> list[list
     return [picked[i : i + config.batch_size] for i in range(0, per_step, config.batch_size)]
 
 
-def save(model, tokenizer, folder: Path, state: dict[str, Any] | None = None) -> None:
-    """Write a Hugging Face folder (plus trainer state) atomically: a kill never leaves half."""
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+def save(
+    model,
+    tokenizer,
+    folder: Path,
+    state: dict[str, Any] | None = None,
+    json_files: dict[str, Any] | None = None,
+) -> None:
+    """Write a Hugging Face folder (plus trainer state, plus `json_files`: name -> object) so
+    that a kill at any moment leaves the previous folder or the new one whole, never neither:
+    the new one is written and synced as FOLDER.partial, the previous one renamed to
+    FOLDER.old, the new one renamed into place, and only then the old one removed. `recover`
+    finishes or undoes an interrupted swap."""
+    recover(folder)
+    partial, old = swap_names(folder)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     if state is not None:
         torch.save(state, partial / "trainer_state.pt")
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.rename(folder)
+    for name, value in (json_files or {}).items():
+        (partial / name).write_text(json.dumps(value, indent=2))
+    sync(partial)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(partial, folder)
+    sync(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def swap_names(folder: Path) -> tuple[Path, Path]:
+    """Where `save` writes the new folder, and where it moves the previous one meanwhile."""
+    return folder.with_name(folder.name + ".partial"), folder.with_name(folder.name + ".old")
+
+
+def recover(folder: Path) -> None:
+    """Leave `folder` as the last one `save` wrote whole (or absent if none was) after a kill
+    inside `save`: with FOLDER.old and no FOLDER, the kill fell between the two renames, after
+    FOLDER.partial was whole, so it is promoted; any other leftover is half-written or stale."""
+    partial, old = swap_names(folder)
+    if old.exists() and not folder.exists():
+        os.replace(partial, folder)
+        sync(folder.parent)
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def sync(folder: Path) -> None:
+    """Flush `folder`'s files and entries to disk: a rename is only as durable as what it names."""
+    for path in [*folder.rglob("*"), folder]:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def resume_state(config: LoopConfig) -> dict[str, Any] | None:
     """The trainer state of `OUT/checkpoint`, if there is one made with this very config."""
+    recover(config.out / "checkpoint")
     path = config.out / "checkpoint" / "trainer_state.pt"
     if not path.exists():
         return None
@@ -148,11 +219,19 @@ def make_optimizer(model: torch.nn.Module, config: LoopConfig) -> torch.optim.Ad
 
 def open_log(config: LoopConfig, step: int) -> RecordWriter:
     """OUT/log.jsonl to append to, less the lines logged after the checkpoint at `step` (a
-    resumed run logs them again)."""
+    resumed run logs them again). The cut log replaces the old one by a rename, so a kill here
+    loses no line."""
     config.out.mkdir(parents=True, exist_ok=True)
     path = config.out / "log.jsonl"
-    kept = [r for r in read_records(path) if r["step"] <= step]
-    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in kept))
+    records = read_records(path)
+    kept = [r for r in records if r["step"] <= step]
+    if len(kept) < len(records):
+        cut = path.with_name(path.name + ".partial")
+        with cut.open("wb") as handle:
+            handle.write(b"".join(orjson.dumps(r) + b"\n" for r in kept))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(cut, path)
     return RecordWriter(path)
 
 

@@ -53,19 +53,37 @@ class LossConfig(BaseModel):
         return self
 
 
+# Rewards closer than this, relative to their size, are equal: shaped rewards summed from
+# parts can differ from an equal one in their last bits, far below any difference a reward means.
+EQUAL_REWARDS = 1e-9
+
+
+def equal_groups(rewards: torch.Tensor) -> torch.Tensor:
+    """[groups, G] rewards -> [groups] bool: the groups whose rewards are all equal, up to
+    rounding (`EQUAL_REWARDS`)."""
+    rewards = rewards.double()
+    spread = rewards.max(dim=1).values - rewards.min(dim=1).values
+    return spread <= EQUAL_REWARDS * rewards.abs().max(dim=1).values.clamp(min=1)
+
+
 def group_advantages(rewards: torch.Tensor, scale: bool, eps: float = 1e-6) -> torch.Tensor:
-    """[groups, G] rewards -> advantages: minus the group mean, divided by the group's std
-    (unbiased, as DeepSeekMath's code takes it) when `scale`. A group of equal rewards gets 0."""
+    """[groups, G] rewards -> float64 advantages: minus the group mean, divided by the group's
+    std (unbiased, as DeepSeekMath's code takes it) when `scale`. A group of equal rewards gets
+    exactly 0.
+
+    In float64: in float32 the mean of equal rewards such as 0.7 can land a rounding step off
+    them, and dividing by std + eps makes that step advantages of up to +-0.06."""
+    rewards = rewards.double()
     centred = rewards - rewards.mean(dim=1, keepdim=True)
-    if not scale:
-        return centred
-    return centred / (rewards.std(dim=1, keepdim=True) + eps)
+    if scale:
+        centred = centred / (rewards.std(dim=1, keepdim=True) + eps)
+    return centred.masked_fill(equal_groups(rewards)[:, None], 0.0)
 
 
 def informative_groups(rewards: torch.Tensor) -> torch.Tensor:
     """[groups, G] rewards -> [groups] bool: the groups whose rewards are not all equal (DAPO's
     dynamic sampling keeps only these)."""
-    return (rewards.max(dim=1).values - rewards.min(dim=1).values) > 0
+    return ~equal_groups(rewards)
 
 
 def policy_loss(

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -52,10 +51,9 @@ from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, 
 
 from tts.data.jsonl import iter_jsonl
 from tts.devices import resolve_device
-from tts.engine import resolve_model
 from tts.errors import TTSError
 from tts.search.base import build_prompt
-from tts.train.loop import LoopConfig, load_recipe, resume_state, run_loop, save
+from tts.train.loop import LoopConfig, load_recipe, model_folder, resume_state, run_loop, save
 from tts.verifiers.prm import PRM_CONFIG
 from tts.verifiers.prm_implicit import Value, step_values, token_log_ratios
 from tts.verifiers.prm_token import PROBLEM, encode_policy_text, encode_stepwise
@@ -266,7 +264,7 @@ def load_model(config: PRMConfig, state: dict | None):
         source = config.out / "checkpoint"
         kind = AutoModelForCausalLM if implicit else AutoModelForTokenClassification
         return kind.from_pretrained(source, dtype=torch.float32), source
-    source = resolve_model(config.model)
+    source = model_folder(config.model)
     if implicit:
         return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32), source
     torch.manual_seed(config.seed)  # the new head's initialisation
@@ -293,7 +291,7 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
     if config.objective == "implicit":
         # The reference is the starting model, frozen, on a resume too.
         reference = AutoModelForCausalLM.from_pretrained(
-            resolve_model(config.model), dtype=torch.float32
+            model_folder(config.model), dtype=torch.float32
         )
         reference = reference.to(resolve_device(config.device)).eval().requires_grad_(False)
         log_odds = implicit_log_odds(reference, config.beta, config.value)
@@ -344,13 +342,15 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
         metrics if evaluation else None,
         config.eval_every,
     )
-    final = config.out / "final"
-    save(model, tokenizer, final)
-    (final / PRM_CONFIG).write_text(json.dumps(prm_settings(config, template), indent=2))
-    (final / "training.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     model.eval()
     result = balance | (metrics(model) if evaluation else {})
-    (final / "eval.json").write_text(json.dumps(result, indent=2))
+    final = config.out / "final"
+    files = {
+        PRM_CONFIG: prm_settings(config, template),
+        "training.json": config.model_dump(mode="json"),
+        "eval.json": result,
+    }
+    save(model, tokenizer, final, json_files=files)
     return {"final": str(final), **result}
 
 
@@ -360,7 +360,7 @@ def prm_settings(config: PRMConfig, template: str | None) -> dict[str, object]:
         # "builtin" stays a name: the shipped built-in PRM finds the shipped model wherever
         # the package is installed.
         model = config.model
-        reference = model if model == "builtin" else str(resolve_model(model).resolve())
+        reference = model if model == "builtin" else str(model_folder(model).resolve())
         return {
             "format": "implicit_prm",
             "step_separator": config.step_separator,

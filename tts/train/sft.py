@@ -13,7 +13,6 @@ loop's (`tts.train.loop`).
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +24,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from tts.data.jsonl import iter_jsonl
 from tts.engine.tiny import CONFIG_CLASSES, build_tokenizer
 from tts.errors import TTSError
-from tts.train.loop import LoopConfig, load_recipe, resume_state, run_loop, save
+from tts.train.loop import (
+    LoopConfig,
+    load_recipe,
+    model_folder,
+    recover,
+    resume_state,
+    run_loop,
+    save,
+)
 
 
 class ModelInit(BaseModel):
@@ -61,7 +68,7 @@ class SFTConfig(LoopConfig):
 
     data: Path = Field(description="SFT JSON Lines file")
     synth: list[SynthData] = Field([], description="synthetic problems appended to data first")
-    model: Path | None = Field(None, description="Hugging Face folder to fine-tune")
+    model: str | None = Field(None, description="Hugging Face folder to fine-tune, or builtin")
     init: ModelInit | None = Field(None, description="or: a new model from these sizes")
     eval_dataset: str | None = Field(
         None, description="scored greedily every eval_every steps, e.g. synth:arith:3:100"
@@ -128,10 +135,9 @@ def read_conversations(path: Path) -> list[list[dict[str, str]]]:
 def build_model(config: SFTConfig, conversations: list[list[dict[str, str]]]):
     """The model and tokenizer to train: loaded from a folder, or new from `init`."""
     if config.model is not None:
-        if not (config.model / "tokenizer_config.json").exists():
-            raise TTSError(f"{config.model} has no tokenizer (tokenizer_config.json)")
-        tokenizer = AutoTokenizer.from_pretrained(config.model)
-        return AutoModelForCausalLM.from_pretrained(config.model, dtype=torch.float32), tokenizer
+        folder = model_folder(config.model)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), tokenizer
     init = config.init
     corpus = (m["content"] for messages in conversations for m in messages)
     tokenizer = build_tokenizer(init.vocab_size, bos=init.family == "llama", corpus=corpus)
@@ -210,6 +216,7 @@ def train_sft(config: SFTConfig) -> Path:
             write_sft(config.data, **spec.model_dump())
     conversations = read_conversations(config.data)
     checkpoint = config.out / "checkpoint"
+    recover(checkpoint)
     if (checkpoint / "trainer_state.pt").exists():
         model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint)
@@ -241,6 +248,5 @@ def train_sft(config: SFTConfig) -> Path:
         config.eval_every,
     )
     final = config.out / "final"
-    save(model, tokenizer, final)
-    (final / "training.json").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    save(model, tokenizer, final, json_files={"training.json": config.model_dump(mode="json")})
     return final
