@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,6 +15,9 @@ import orjson
 import pytest
 
 from tts.cli import main
+from tts.data.progress import Progress
+from tts.engine import SamplingParams, load
+from tts.search.base import DEFAULT_INSTRUCTION, build_prompt
 from tts.verifiers import math_equal
 
 BENCH = ["--backend", "hf", "--dataset", "gsm8k", "--strategy", "majority", "--device", "cpu"]
@@ -57,12 +61,22 @@ def test_bench_writes_results_summary_and_table(tiny_llama, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["bench", "--model", str(tiny_llama), *BENCH, "--n", "1,2", "--limit", "3"]
     main([*args, "--max-tokens", "8", "--out", str(out)])
-    table = capsys.readouterr().out
-    assert "accuracy" in table and "pass@n" in table and "maj@n" in table
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-4:] == ["cached", "latency", "s", "problems/s"]
+    assert "pass@n" in table[0] and "maj@n" in table[0] and table[4].startswith("latency s:")
     records = rows(out)
+    # One budget after another, so that each n's rows have a wall time, and a throughput, of
+    # their own.
+    assert [r["n"] for r in records] == [1, 1, 1, 2, 2, 2]
     assert sorted((r["problem_id"], r["n"]) for r in records) == [
         (f"gsm8k-test-{i}", n) for i in range(3) for n in (1, 2)
     ]
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) == {"majority n=1", "majority n=2"}
+    for line, n in zip(table[2:4], (1, 2)):
+        spent = timings[f"majority n={n}"]
+        assert spent["rows"] == 3 and spent["seconds"] > 0
+        assert float(line.split()[-1]) == pytest.approx(3 / spent["seconds"], abs=1e-3)
     for record in records:
         assert len(record["candidates"]) == record["n"]
         assert record["gold"] and record["dataset"] == "gsm8k" and record["strategy"] == "majority"
@@ -266,3 +280,46 @@ def test_bad_strategy_options_are_refused_before_loading(tiny_llama, tmp_path):
             ]
         )
     assert "beam_widht: Extra inputs are not permitted" in str(exit_info.value.code)
+
+
+def test_the_bar_counts_samples_as_each_generation_returns():
+    backend = load("builtin", device="cpu")
+    progress = Progress(total=8, desc="test")
+    prompt = build_prompt(backend.tokenizer, "What is 2 + 3?", DEFAULT_INSTRUCTION)
+    try:
+        whole = progress.track(backend, 4)
+        solutions = asyncio.run(whole.generate(prompt, SamplingParams(n=4, max_tokens=16, seed=1)))
+        # Counted as they come back, before the row is done.
+        assert progress.samples == 4
+        assert progress.tokens == sum(len(c.token_ids) for c in solutions)
+        whole.settle()
+        assert progress.samples == 4
+
+        stepwise = progress.track(backend, 4)
+        params = SamplingParams(n=4, max_tokens=16, seed=1, stop=("\n\n",))
+        steps = asyncio.run(stepwise.generate(prompt, params))
+        # A step cut at the delimiter is not a finished sample; one that ended the solution is.
+        ended = sum(c.finish_reason == "stop" and c.stop_reason != "\n\n" for c in steps)
+        assert progress.samples == 4 + ended
+        stepwise.settle()  # the row is done: its whole budget is counted, once
+        assert progress.samples == 8
+    finally:
+        progress.close()
+
+
+@pytest.mark.parametrize(
+    "command, warned",
+    [
+        (["bench", "--dataset", "math500"], True),
+        (["bench", "--dataset", "synth:arith:1"], False),
+        (["compare", "--dataset", "math500", "--strategy", "majority@1,2"], True),
+        (["data", "difficulty", "--dataset", "gsm8k", "--n", "1"], True),
+    ],
+)
+def test_the_builtin_model_warns_once_off_its_synthetic_tasks(tmp_path, capsys, command, warned):
+    out = tmp_path / ("out.jsonl" if command[0] == "data" else "out")
+    main([*command, "--limit", "1", "--max-tokens", "4", "--device", "cpu", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert err.count("warning: the built-in model") == warned
+    if warned:
+        assert f"on {command[command.index('--dataset') + 1]} expect" in err

@@ -5,8 +5,7 @@ Compute Optimally can be More Effective than Scaling Model Parameters"; Hugging 
 search-and-learn study): accuracy against generated tokens and against wall-clock time per
 problem, one line per strategy, the best pass@n as the ceiling. Each (strategy, n) is one
 `tts bench` run into the same folder with the model loaded once, so the rows are bench's,
-resumable one by one; its wall time is measured around the rows it ran (model loading left
-out) and added up over resumed runs in `OUT/timings.json`.
+resumable one by one, and so is its wall time (`OUT/timings.json`, model loading left out).
 
 Strategies are written `NAME` or `NAME:KEY=VALUE,KEY=VALUE` (`beam:beam_width=4`), with
 `@N,N,...` at the end for budgets of its own instead of `--n` (`majority@4,16,64`: voting
@@ -16,16 +15,18 @@ beam width 4) is skipped, and the summary says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
-from tts.bench.report import TOKENS, format_table, plot, summarize
-from tts.bench.run import BenchConfig, run_bench
+from tts.bench.report import TOKENS, Table, format_table, plot, summarize
+from tts.bench.run import BenchConfig, run_bench, with_wall_seconds
 from tts.data.datasets import load_dataset
 from tts.data.jsonl import read_records
+from tts.data.progress import warn_demo_model
 from tts.engine import load
 from tts.errors import TTSError
 from tts.search import default_prm, make_strategy
@@ -58,9 +59,13 @@ def parse_strategy(spec: str) -> tuple[str, dict[str, Any], list[int] | None]:
     return name.strip(), options, ns
 
 
-def run_compare(base: BenchConfig, strategies: list[str]) -> dict[str, Any]:
+def run_compare(
+    base: BenchConfig, strategies: list[str], report: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Run every strategy at every budget of `base.ns` (resuming what is done); write
-    OUT/compare.json, OUT/compare.md and OUT/compare.png; return what compare.json holds."""
+    OUT/compare.json, OUT/compare.md and OUT/compare.png; return what compare.json holds.
+    `report` gets the table line by line as it grows: the header first, then each (strategy,
+    n)'s row as soon as its run is done, so a long comparison shows its results as it goes."""
     plans, skipped = [], []
     for spec in strategies:
         name, options, ns = parse_strategy(spec)
@@ -76,48 +81,52 @@ def run_compare(base: BenchConfig, strategies: list[str]) -> dict[str, Any]:
                     raise
                 skipped.append(f"{config.label} at n={n}: {error}")
                 continue
-            plans.append(config)
+            if all((c.label, c.ns) != (config.label, config.ns) for c in plans):
+                plans.append(config)
     if not plans:
         raise TTSError("no strategy can run at any of these budgets")
     problems = load_dataset(base.dataset, base.limit)
-    timings_path = base.out / "timings.json"
-    timings = orjson.loads(timings_path.read_bytes()) if timings_path.exists() else {}
-    done = {(r["strategy"], r["n"], r["problem_id"]) for r in _records(base)}
-    backend = scorer = None
-    for config in plans:
-        if all((config.label, config.ns[0], p.id) in done for p in problems):
-            continue
-        if backend is None:
-            backend = load(base.model, base.backend, device=base.device, dtype=base.dtype)
-        if config.prm and scorer is None:  # every plan that scores has the same PRM
-            from tts.verifiers import load_scorer
-
-            scorer = load_scorer(config.prm, device=base.device, dtype=base.dtype)
-        run_bench(config, backend, scorer if config.prm else None)
-        summary = orjson.loads((config.out / "summary.json").read_bytes())
-        spent = timings.setdefault(f"{config.label} n={config.ns[0]}", {"seconds": 0.0, "rows": 0})
-        spent["seconds"] += summary["solve_seconds"]
-        spent["rows"] += summary["rows_run"]
-        timings_path.write_bytes(orjson.dumps(timings, option=orjson.OPT_INDENT_2))
     wanted = {p.id for p in problems}
-    labels = {(config.label, config.ns[0]) for config in plans}
-    records = [
-        r for r in _records(base) if r["problem_id"] in wanted and (r["strategy"], r["n"]) in labels
-    ]
-    rows = summarize(records)
-    for row in rows:
-        spent = timings.get(f"{row['strategy']} n={row['n']}")
-        row["wall_seconds"] = spent["seconds"] / spent["rows"] if spent and spent["rows"] else None
+    table = Table([config.label for config in plans])
+    if report:
+        for line in table.header():
+            report(line)
+    backend = scorer = None
+    rows = []
+    for config in plans:
+        done = {r["problem_id"] for r in _records(base, wanted, config)}
+        if not wanted <= done:
+            if backend is None:
+                warn_demo_model(base.model, base.dataset)
+                backend = load(
+                    base.model,
+                    base.backend,
+                    device=base.device,
+                    dtype=base.dtype,
+                    tokenizer=base.tokenizer,
+                )
+            if config.prm and scorer is None:  # every plan that scores has the same PRM
+                from tts.verifiers import load_scorer
+
+                scorer = load_scorer(config.prm, device=base.device, dtype=base.dtype)
+            run_bench(config, backend, scorer if config.prm else None)
+        rows += with_wall_seconds(summarize(_records(base, wanted, config)), base.out)
+        if report:
+            report(table.line(rows[-1]))
     result = {"dataset": base.dataset, "model": base.model, "problems": len(problems)}
     result |= {"rows": rows, "skipped": skipped}
     (base.out / "compare.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    table = format_table(rows)
-    (base.out / "compare.md").write_text(f"```\n{table}\n```\n")
+    (base.out / "compare.md").write_text(f"```\n{format_table(rows)}\n```\n")
     title = f"{Path(base.model).name} on {base.dataset} ({len(problems)} problems)"
     timed = all(row["wall_seconds"] for row in rows)
     plot(rows, base.out / "compare.png", title, (TOKENS, WALL) if timed else (TOKENS,))
     return result
 
 
-def _records(config: BenchConfig) -> list[dict[str, Any]]:
-    return read_records(config.out / "results.jsonl")
+def _records(base: BenchConfig, wanted: set[str], plan: BenchConfig) -> list[dict[str, Any]]:
+    """The rows of `plan` (one strategy at one n) for the problems `wanted`."""
+    return [
+        r
+        for r in read_records(base.out / "results.jsonl")
+        if r["problem_id"] in wanted and r["strategy"] == plan.label and r["n"] == plan.ns[0]
+    ]

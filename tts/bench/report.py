@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -46,88 +47,149 @@ def _cached_share(group: list[dict[str, Any]]) -> float:
     return sum(r["usage"]["cached_tokens"] for r in group) / prompt if prompt else 0.0
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as a text table; with a `wall_seconds` column when the rows have one (`tts
-    compare`: wall-clock time per problem, against `s/problem`, the time each solve took)."""
-    width = max([len("strategy")] + [len(r["strategy"]) for r in rows])
-    wall = bool(rows) and all(r.get("wall_seconds") is not None for r in rows)
-    header = (
-        f"{'strategy':<{width}} {'n':>5} {'problems':>9} {'accuracy':>9} {'mean@n':>7} "
-        f"{'pass@n':>7} {'maj@n':>7} {'tokens':>9} {'cached':>7} {'s/problem':>10}"
-    ) + (f" {'wall s/problem':>15}" if wall else "")
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(
-            f"{r['strategy']:<{width}} {r['n']:>5} {r['problems']:>9} {r['accuracy']:>9.3f} "
-            f"{r['mean@n']:>7.3f} {r['pass@n']:>7.3f} {r['maj@n']:>7.3f} {r['tokens']:>9.1f} "
-            f"{r['cached_share']:>7.1%} {r['seconds']:>10.2f}"
+class Table:
+    """The rows as a text table, one line at a time: `tts compare` prints each strategy's lines
+    as soon as they are done, so the column widths are fixed up front by the labels to come.
+
+    Two columns say how long: `latency s`, the mean seconds a problem took from its start to
+    its answer while sharing the backend with up to `--concurrency` others, and `problems/s`,
+    the throughput: problems solved per second of the run's wall time (`wall_seconds` is its
+    inverse; "-" for rows written before it was kept)."""
+
+    NOTE = (
+        "latency s: mean seconds from a problem's start to its answer, with up to --concurrency "
+        "problems at once; problems/s: throughput over the run's wall time"
+    )
+
+    def __init__(self, labels: list[str]) -> None:
+        self.width = max([len("strategy"), *map(len, labels)])
+
+    def header(self) -> list[str]:
+        header = (
+            f"{'strategy':<{self.width}} {'n':>5} {'problems':>9} {'accuracy':>9} {'mean@n':>7} "
+            f"{'pass@n':>7} {'maj@n':>7} {'tokens':>9} {'cached':>7} {'latency s':>10} "
+            f"{'problems/s':>11}"
         )
-        if wall:
-            lines[-1] += f" {r['wall_seconds']:>15.3f}"
-    return "\n".join(lines)
+        return [header, "-" * len(header)]
+
+    def line(self, r: dict[str, Any]) -> str:
+        wall = r.get("wall_seconds")
+        throughput = f"{1 / wall:>11.3f}" if wall else f"{'-':>11}"
+        return (
+            f"{r['strategy']:<{self.width}} {r['n']:>5} {r['problems']:>9} {r['accuracy']:>9.3f} "
+            f"{r['mean@n']:>7.3f} {r['pass@n']:>7.3f} {r['maj@n']:>7.3f} {r['tokens']:>9.1f} "
+            f"{r['cached_share']:>7.1%} {r['seconds']:>10.2f} {throughput}"
+        )
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a text table, with a line that says what the two time columns mean."""
+    table = Table([r["strategy"] for r in rows])
+    return "\n".join([*table.header(), *map(table.line, rows), table.NOTE])
 
 
 Panel = tuple[str, str]  # (row key on the x axis, its axis label)
 TOKENS: Panel = ("tokens", "generated tokens per problem (log scale)")
+MARKERS = "osD^vP*X<>ph"
 
 
 def plot(
     rows: list[dict[str, Any]], path: Path, title: str, panels: tuple[Panel, ...] = (TOKENS,)
 ) -> Path:
-    """Accuracy against compute, one panel per x (generated tokens, by default), one line per
-    strategy, each point labelled with its n; the best pass@n of any row as a dashed ceiling
-    (what a perfect selector reaches)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    figure, grid = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.5), dpi=150)
-    for axes, (key, label) in zip(grid if len(panels) > 1 else [grid], panels):
-        _draw(axes, rows, key, label)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    """Draw `figure(rows, title, panels)` to `path`."""
+    figure(rows, title, panels).savefig(path)
     return path
 
 
-def _draw(axes: Any, rows: list[dict[str, Any]], key: str, label: str) -> None:
-    import matplotlib.ticker
+def figure(rows: list[dict[str, Any]], title: str, panels: tuple[Panel, ...] = (TOKENS,)) -> Any:
+    """Accuracy against compute (a matplotlib Figure), one panel per x (generated tokens, by
+    default), one line per strategy, each point labelled with its n; the best pass@n of any row
+    as a dashed ceiling (what a perfect selector reaches)."""
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
+    drawing = Figure(figsize=(7.5 * len(panels), 5.5), dpi=150)
+    for axes, (key, label) in zip(drawing.subplots(1, len(panels), squeeze=False)[0], panels):
+        _draw(axes, rows, key, label)
+    drawing.suptitle(title, fontsize=10)
+    drawing.tight_layout()
+    return drawing
+
+
+def _draw(axes: Any, rows: list[dict[str, Any]], key: str, label: str) -> None:
     by_strategy: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_strategy[row["strategy"]].append(row)
-    for strategy, points in sorted(by_strategy.items()):
+    # Strategies often land on the very same point (same samples, same answer): each gets its
+    # own hollow marker, the first ones larger, so every one shows around the others, and
+    # labels at a shared point stack instead of overwriting one another.
+    labelled: dict[tuple[float, float], int] = defaultdict(int)
+    for k, (strategy, points) in enumerate(sorted(by_strategy.items())):
         points.sort(key=lambda r: r[key])
         xs = [max(r[key], 1e-9) for r in points]
-        line = axes.plot(xs, [r["accuracy"] for r in points], marker="o", label=strategy)[0]
-        for r, x in zip(points, xs):
+        ys = [r["accuracy"] for r in points]
+        line = axes.plot(
+            xs,
+            ys,
+            marker=MARKERS[k % len(MARKERS)],
+            markersize=max(14 - 3 * k, 5),
+            fillstyle="none",
+            markeredgewidth=1.5,
+            alpha=0.85,
+            label=strategy,
+        )[0]
+        for r, x, y in zip(points, xs, ys):
+            place = (round(math.log10(x), 2), round(y, 3))
             axes.annotate(
                 f"n={r['n']}",
-                (x, r["accuracy"]),
+                (x, y),
                 textcoords="offset points",
-                xytext=(4, 4),
+                xytext=(7, 4 + 9 * labelled[place]),
                 fontsize=7,
                 color=line.get_color(),
             )
-    ceiling = max(rows, key=lambda r: r["pass@n"], default=None)
+            labelled[place] += 1
+    # The largest budget among ties: pass@n only grows with n, so an equal ceiling reached at a
+    # smaller n is also reached at the larger one, which is the budget it stands for.
+    ceiling = max(rows, key=lambda r: (r["pass@n"], r["n"]), default=None)
     if ceiling is not None:
         axes.axhline(
             ceiling["pass@n"],
             linestyle="--",
             color="grey",
             linewidth=1,
-            label=f"ceiling: pass@{ceiling['n']} of {ceiling['strategy']}",
+            label=f"ceiling: pass@{ceiling['n']} of {ceiling['strategy']} "
+            f"({ceiling['pass@n']:.2f})",
         )
-    axes.set_xscale("log")
-    # Plain numbers on the log axis: 20, 50, 100, 200, 500, ... rather than 2x10^1.
-    plain = matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}" if f"{x:g}"[0] in "125" else "")
-    axes.xaxis.set_major_formatter(plain)
-    axes.xaxis.set_minor_formatter(plain)
+    _log_axis(axes.xaxis, [max(r[key], 1e-9) for r in rows])
     axes.set_xlabel(label)
     axes.set_ylabel("accuracy")
-    axes.set_ylim(-0.02, 1.02)
+    axes.set_ylim(-0.05, 1.05)
     axes.grid(True, which="both", alpha=0.3)
     # Below the axes: inside, it would hide points, wherever they are.
     axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+
+
+def _log_axis(axis: Any, xs: list[float]) -> None:
+    """A log x axis whose ticks are labelled as plain numbers. Over less than a decade the
+    log scale's own ticks may all fall outside the data (one budget: none at all), so the ticks
+    are then the data's own values, those too close to the previous one left out."""
+    import matplotlib.ticker as ticker
+
+    axis.axes.set_xscale("log")
+    if not xs:
+        return
+    low, high = min(xs), max(xs)
+    axis.axes.set_xlim(low / 1.4, high * 1.4)
+    if high / low >= 10:
+        # 20, 50, 100, 200, 500, ... rather than 2x10^1.
+        plain = ticker.FuncFormatter(lambda x, _: f"{x:g}" if f"{x:.0e}"[0] in "125" else "")
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(plain)
+        return
+    ticks: list[float] = []
+    for x in sorted(xs):
+        if not ticks or x / ticks[-1] >= 1.15:
+            ticks.append(x)
+    axis.set_major_locator(ticker.FixedLocator(ticks))
+    axis.set_major_formatter(ticker.FixedFormatter([f"{x:.3g}" for x in ticks]))
+    axis.set_minor_locator(ticker.NullLocator())

@@ -11,17 +11,18 @@ what makes them comparable in one table and one figure.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm import tqdm
 
 from tts.bench.report import summarize
 from tts.data.datasets import Problem, load_dataset
 from tts.data.jsonl import RecordWriter, read_records
+from tts.data.progress import Progress, warn_demo_model
 from tts.engine import Backend, load
 from tts.errors import TTSError
 from tts.search import SearchResult, default_prm, make_strategy, strategy_label
@@ -37,6 +38,9 @@ class BenchConfig(BaseModel):
 
     model: str = Field("builtin", description="Hugging Face model folder, or builtin")
     backend: str = Field("native", description="generation backend")
+    tokenizer: str | None = Field(
+        None, description="remote backend: the served model's tokenizer folder (chat template)"
+    )
     dataset: str = Field("math500", description="dataset name, .jsonl path or hf:OWNER/NAME")
     strategy: str = Field("majority", description="search strategy")
     options: dict[str, Any] = Field({}, description="the strategy's own options")
@@ -142,31 +146,68 @@ async def _solve_all(
     scorer: Scorer | None,
     jobs: list[tuple[Problem, int]],
     writer: RecordWriter,
-) -> None:
+) -> float:
+    """Solve every row, the rows of one budget after another, adding the wall time of each
+    budget's rows to OUT/timings.json as they finish (rows of every n at once would share one
+    wall time, and no row would have a throughput of its own); return the seconds it took."""
     gate = asyncio.Semaphore(config.concurrency)
-    bar = tqdm(total=len(jobs), desc=f"bench {config.label} on {config.dataset}", unit="row")
+    progress = Progress(sum(n for _, n in jobs), f"bench {config.label} on {config.dataset}")
 
     async def solve(problem: Problem, n: int) -> None:
         strategy = make_strategy(config.strategy, **config.strategy_options(n, problem.id))
         async with gate:
-            result = await strategy.solve(problem.problem, backend, scorer)
+            tracked = progress.track(backend, n)
+            result = await strategy.solve(problem.problem, tracked, scorer)
         # Grading runs sympy; off the event loop so the backend keeps getting work.
         record = await asyncio.to_thread(make_record, config, problem, n, result)
         writer.write(record)
-        bar.update()
+        tracked.settle()
 
+    total = 0.0
     try:
-        await asyncio.gather(*(solve(p, n) for p, n in jobs))
+        for budget in sorted({n for _, n in jobs}):
+            rows = [problem for problem, n in jobs if n == budget]
+            started = time.perf_counter()
+            await asyncio.gather(*(solve(problem, budget) for problem in rows))
+            seconds = time.perf_counter() - started
+            add_timing(config.out, f"{config.label} n={budget}", seconds, len(rows))
+            total += seconds
     finally:
-        bar.close()
+        progress.close()
+    return total
+
+
+def add_timing(out: Path, key: str, seconds: float, rows: int) -> None:
+    """Add a run's wall seconds and rows for `key` ("LABEL n=N") to OUT/timings.json, whose
+    totals over resumed runs give each (strategy, n) its wall seconds per problem."""
+    path = out / "timings.json"
+    timings = orjson.loads(path.read_bytes()) if path.exists() else {}
+    spent = timings.setdefault(key, {"seconds": 0.0, "rows": 0})
+    spent["seconds"] += seconds
+    spent["rows"] += rows
+    temporary = path.with_name(path.name + ".tmp")  # a kill mid-write leaves the old file
+    temporary.write_bytes(orjson.dumps(timings, option=orjson.OPT_INDENT_2))
+    os.replace(temporary, path)
+
+
+def with_wall_seconds(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """Each summary row with `wall_seconds`: the wall time its (strategy, n) rows took over the
+    rows run, from OUT/timings.json (None for rows written before timings were kept)."""
+    path = out / "timings.json"
+    timings = orjson.loads(path.read_bytes()) if path.exists() else {}
+    for row in rows:
+        spent = timings.get(f"{row['strategy']} n={row['n']}")
+        row["wall_seconds"] = spent["seconds"] / spent["rows"] if spent and spent["rows"] else None
+    return rows
 
 
 def run_bench(
     config: BenchConfig, backend: Backend | None = None, scorer: Scorer | None = None
 ) -> list[dict[str, Any]]:
-    """Run (or resume) the benchmark; write results.jsonl and summary.json (and the figure);
-    return the summary rows of every strategy in the folder, for these problems and budgets.
-    A caller running several benchmarks passes the loaded `backend` (and `scorer`) to each."""
+    """Run (or resume) the benchmark; write results.jsonl, timings.json and summary.json (and
+    the figure); return the summary rows of every strategy in the folder, for these problems and
+    budgets. A caller running several benchmarks passes the loaded `backend` (and `scorer`) to
+    each, and has said what a run of the built-in model means (`warn_demo_model`)."""
     if not config.ns or min(config.ns) < 1:
         raise TTSError(f"every n must be >= 1, got {config.ns}")
     for n in config.ns:  # bad options fail before any model loads
@@ -180,16 +221,21 @@ def run_bench(
     solving = 0.0
     if jobs:
         if backend is None:
-            backend = load(config.model, config.backend, device=config.device, dtype=config.dtype)
+            warn_demo_model(config.model, config.dataset)
+            backend = load(
+                config.model,
+                config.backend,
+                device=config.device,
+                dtype=config.dtype,
+                tokenizer=config.tokenizer,
+            )
         if scorer is None and config.prm:
             scorer = _load_scorer(config)
         with RecordWriter(results_path) as writer:
-            solve_started = time.perf_counter()
-            asyncio.run(_solve_all(config, backend, scorer, jobs, writer))
-            solving = time.perf_counter() - solve_started
+            solving = asyncio.run(_solve_all(config, backend, scorer, jobs, writer))
     wanted = {p.id for p in problems}
     records = [r for r in read_records(results_path) if r["problem_id"] in wanted]
-    rows = summarize(records)
+    rows = with_wall_seconds(summarize(records), config.out)
     summary = {
         "config": config.model_dump(mode="json"),
         "rows": rows,

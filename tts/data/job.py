@@ -2,9 +2,9 @@
 
 Every `tts data` command that needs a model (reject, difficulty, shepherd, pairs) is a `Job`:
 an async function that turns one problem into zero or more records, plus how to sum up what it
-did. This module runs any job with a progress bar, concurrently (the backend batches every
-problem in flight), on this machine or over Ray actors (`tts.data.ray_workers`), and makes it
-resumable:
+did. This module runs any job with a progress bar over the samples it draws (`tts.data.progress`),
+concurrently (the backend batches every problem in flight), on this machine or over Ray actors
+(`tts.data.ray_workers`), and makes it resumable:
 
 - `OUT` gets each problem's records as soon as the problem is done, each line flushed;
 - `OUT.progress.jsonl` (beside it) starts with the job's settings, then gets one line per
@@ -22,16 +22,16 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from tqdm import tqdm
 
 from tts.data.datasets import Problem, load_dataset
 from tts.data.jsonl import RecordWriter, read_records
+from tts.data.progress import Progress, warn_demo_model
 from tts.engine import Backend, load
 from tts.errors import TTSError
 from tts.search import Candidate, default_prm, make_strategy, strategy_label
@@ -44,8 +44,11 @@ class JobConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("builtin", description="Hugging Face model folder, or builtin")
-    backend: str = Field("native", description="generation backend: native, hf or vllm")
+    model: str = Field("builtin", description="model folder, builtin, or a URL (remote backend)")
+    backend: str = Field("native", description="generation backend: native, hf, vllm or remote")
+    tokenizer: str | None = Field(
+        None, description="remote backend: the served model's tokenizer folder (chat template)"
+    )
     dataset: str = Field("math500", description="dataset name, .jsonl path, synth:TASK:D, hf:...")
     out: Path = Field(description="output JSON Lines file")
     limit: int | None = Field(None, ge=1, description="first LIMIT problems only")
@@ -79,7 +82,9 @@ class JobConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """The settings an output file is only valid for."""
-        return self.model_dump(mode="json", exclude=set(self.EXECUTION))
+        # Unset, the tokenizer is left out, so outputs begun before the field existed resume.
+        unset = {"tokenizer"} if self.tokenizer is None else set()
+        return self.model_dump(mode="json", exclude=set(self.EXECUTION) | unset)
 
     @property
     def uses_ray(self) -> bool:
@@ -157,7 +162,13 @@ class Job:
 
 def open_context(config: JobConfig) -> Context:
     """Load the backend (and PRM) a job runs on."""
-    backend = load(config.model, config.backend, device=config.device, dtype=config.dtype)
+    backend = load(
+        config.model,
+        config.backend,
+        device=config.device,
+        dtype=config.dtype,
+        tokenizer=config.tokenizer,
+    )
     scorer = None
     if getattr(config, "prm", None):
         from tts.verifiers import load_scorer
@@ -236,10 +247,17 @@ def run_job(job: Job, config: JobConfig) -> list[str]:
     pin = done is None
     done = done or {}
     pending = [p for p in problems if p.id not in done]
-    bar = tqdm(total=len(problems), initial=len(problems) - len(pending), desc=job.name)
-    bar.set_postfix_str(f"to {config.out}")
+    # Samples per problem, for the jobs that draw them (all but a custom one): the bar counts
+    # samples, which move with the work, rather than problems, which end in bursts.
+    budget = getattr(config, "n", 1)
+    progress = Progress(
+        len(problems) * budget,
+        f"{job.name} to {config.out}",
+        initial=(len(problems) - len(pending)) * budget,
+    )
     try:
         if pending:
+            warn_demo_model(config.model, config.dataset)
             config.out.parent.mkdir(parents=True, exist_ok=True)
             if pin:
                 config.out.unlink(missing_ok=True)  # at most a torn line of a run that wrote none
@@ -257,16 +275,19 @@ def run_job(job: Job, config: JobConfig) -> list[str]:
                         out.write(record)
                     ledger.write({"problem_id": problem.id, "stats": output.stats})
                     done[problem.id] = output.stats
-                    bar.update()
 
                 if config.uses_ray:
                     from tts.data.ray_workers import run_on_ray
 
-                    run_on_ray(job, config, pending, commit)
+                    def commit_counted(problem: Problem, output: ProblemOutput) -> None:
+                        commit(problem, output)  # the actors' backends are out of reach
+                        progress.advance(budget)
+
+                    run_on_ray(job, config, pending, commit_counted)
                 else:
-                    asyncio.run(_run_here(job, config, pending, commit))
+                    asyncio.run(_run_here(job, config, pending, commit, progress, budget))
     finally:
-        bar.close()
+        progress.close()
     return job.summarize(config, [done[p.id] for p in problems])
 
 
@@ -275,14 +296,18 @@ async def _run_here(
     config: JobConfig,
     problems: list[Problem],
     commit: Callable[[Problem, ProblemOutput], None],
+    progress: Progress,
+    budget: int,
 ) -> None:
     context = open_context(config)
     gate = asyncio.Semaphore(config.concurrency)
 
     async def one(problem: Problem) -> None:
         async with gate:
-            output = await job.process(problem, config, context)
+            tracked = progress.track(context.backend, budget)
+            output = await job.process(problem, config, replace(context, backend=tracked))
         commit(problem, output)
+        tracked.settle()
 
     await asyncio.gather(*(one(problem) for problem in problems))
 
