@@ -135,3 +135,11 @@ def test_reward_guided_strategies_need_a_scorer(name):
 def test_beam_width_must_divide_n():
     with pytest.raises(TTSError, match="multiple of beam_width"):
         make_strategy("beam", n=6, beam_width=4)
+
+
+@pytest.mark.parametrize(
+    "options", [{"temperature": float("inf")}, {"c_puct": float("nan")}, {"virtual_loss": 10**400}]
+)
+def test_options_that_no_search_can_use_are_refused(options):
+    with pytest.raises(TTSError, match=next(iter(options))):
+        make_strategy("mcts", **options)

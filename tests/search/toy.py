@@ -33,10 +33,12 @@ class ToyBackend:
     def __init__(self, table: dict[tuple[str, ...], list[str]]) -> None:
         self.table = table
         self.calls: list[tuple[tuple[str, ...], SamplingParams]] = []
+        self.prompts: list[str] = []
 
     async def generate(self, prompt: str, params: SamplingParams) -> list[Completion]:
         steps = steps_of(prompt)
         self.calls.append((steps, params))
+        self.prompts.append(prompt)
         options = self.table[steps]
         completions = []
         for i in range(params.n):

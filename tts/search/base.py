@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tts.engine import Backend, Completion, SamplingParams
 from tts.verifiers import Scorer
@@ -24,20 +24,45 @@ DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer wit
 class StrategyConfig(BaseModel):
     """Options every strategy shares: how to prompt and how to sample."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     temperature: float = Field(0.7, ge=0, description="sampling temperature; 0 is greedy")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     max_tokens: int = Field(1024, ge=1, description="most tokens generated per completion")
+    top_k: int = Field(-1, ge=-1, description="most likely tokens kept; -1 keeps all")
+    min_p: float = Field(0.0, ge=0, le=1, description="drop tokens below min_p x the top one's")
     seed: int | None = Field(None, description="seed for reproducible samples; None draws afresh")
+    stop: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="strings that end a solution, as they end a plain sample (not kept in it)",
+    )
+    stop_token_ids: list[int] = Field(
+        default_factory=list, description="token ids that end a solution (kept in it)"
+    )
     instruction: str = Field(DEFAULT_INSTRUCTION, description="appended to the problem")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, stop: Any) -> Any:
+        return [stop] if isinstance(stop, str) else stop  # OpenAI's `stop` takes either form
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k_on_or_off(cls, top_k: int) -> int:
+        if top_k == 0:
+            raise ValueError("top_k must be -1 (off) or >= 1")
+        return top_k
 
     def sampling(self, n: int = 1, **overrides: Any) -> SamplingParams:
         """The backend parameters for `n` samples under this config."""
         values = dict(
             temperature=self.temperature,
             top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
             max_tokens=self.max_tokens,
+            stop=self.stop,
+            stop_token_ids=self.stop_token_ids,
             seed=self.seed,
             n=n,
         )
@@ -94,10 +119,20 @@ class SearchResult:
 
 @runtime_checkable
 class Strategy(Protocol):
-    """Solves one problem. Implementations take their options as a pydantic config."""
+    """Solves one problem. Implementations take their options as a pydantic config.
+
+    The scorer judges steps against `problem`. The model is prompted with `prompt` when it is
+    given, exactly as the caller rendered it (the server passes the client's conversation through
+    the chat template); without it, with `problem` posed by `build_prompt` (the strategy's
+    instruction and the model's chat template), as benchmarks and data generation pose it.
+    """
 
     async def solve(
-        self, problem: str, backend: Backend, scorer: Scorer | None = None
+        self,
+        problem: str,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        prompt: str | None = None,
     ) -> SearchResult: ...
 
 
@@ -112,8 +147,10 @@ def derive_seed(seed: int | None, *parts: object) -> int | None:
 
 def problem_messages(problem: str, instruction: str = DEFAULT_INSTRUCTION) -> list[dict[str, str]]:
     """The chat messages that pose a problem: what strategies prompt with and what SFT data
-    trains on, so a model is asked at test time exactly as it was taught."""
-    return [{"role": "user", "content": f"{problem}\n{instruction}" if instruction else problem}]
+    trains on, so a model is asked at test time exactly as it was taught. A problem that already
+    ends with the instruction (as `tts data` records pose it) does not get it twice."""
+    posed = not instruction or problem.rstrip().endswith(instruction.strip())
+    return [{"role": "user", "content": problem if posed else f"{problem}\n{instruction}"}]
 
 
 def build_prompt(tokenizer: Any, problem: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
@@ -122,3 +159,9 @@ def build_prompt(tokenizer: Any, problem: str, instruction: str = DEFAULT_INSTRU
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return f"Question: {messages[0]['content']}\nAnswer:"
+
+
+def pose(tokenizer: Any, problem: str, instruction: str, prompt: str | None) -> str:
+    """What a strategy prompts with: the caller's own `prompt` when there is one, else
+    `problem` with `instruction` through `build_prompt` (see `Strategy`)."""
+    return prompt if prompt is not None else build_prompt(tokenizer, problem, instruction)

@@ -28,10 +28,14 @@ class Beam:
         self.config = config
 
     async def solve(
-        self, problem: str, backend: Backend, scorer: Scorer | None = None
+        self,
+        problem: str,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        prompt: str | None = None,
     ) -> SearchResult:
         config = self.config
-        search = StepSearch(config, problem, backend, scorer)
+        search = StepSearch(config, problem, backend, scorer, prompt)
         frontier = await search.expand(search.tree.root, config.n)
         finished: list[Node] = []
         while True:

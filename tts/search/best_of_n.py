@@ -15,7 +15,7 @@ from pydantic import Field
 
 from tts.engine import Backend
 from tts.errors import TTSError
-from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, build_prompt
+from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, pose
 from tts.search.select import Selection, select
 from tts.verifiers import Aggregation, Scorer, aggregate, extract_answer, scorer_tokens
 
@@ -38,13 +38,17 @@ class BestOfN:
         self.config = config
 
     async def solve(
-        self, problem: str, backend: Backend, scorer: Scorer | None = None
+        self,
+        problem: str,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        prompt: str | None = None,
     ) -> SearchResult:
         if scorer is None:
             raise TTSError("best-of-N needs a reward model (--prm)")
         config = self.config
         start, usage = time.perf_counter(), Usage()
-        prompt = build_prompt(backend.tokenizer, problem, config.instruction)
+        prompt = pose(backend.tokenizer, problem, config.instruction, prompt)
         completions = await backend.generate(prompt, config.sampling(config.n))
         usage.add(completions)
         steps = [

@@ -27,10 +27,14 @@ class DVTS:
         self.config = config
 
     async def solve(
-        self, problem: str, backend: Backend, scorer: Scorer | None = None
+        self,
+        problem: str,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        prompt: str | None = None,
     ) -> SearchResult:
         config = self.config
-        search = StepSearch(config, problem, backend, scorer)
+        search = StepSearch(config, problem, backend, scorer, prompt)
         firsts = await search.expand(search.tree.root, config.n // config.beam_width)
         await search.score(firsts)
 

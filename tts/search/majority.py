@@ -12,7 +12,7 @@ import time
 from pydantic import Field
 
 from tts.engine import Backend
-from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, build_prompt
+from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, pose
 from tts.search.select import vote
 from tts.verifiers import Scorer, extract_answer
 
@@ -28,10 +28,14 @@ class Majority:
         self.config = config
 
     async def solve(
-        self, problem: str, backend: Backend, scorer: Scorer | None = None
+        self,
+        problem: str,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        prompt: str | None = None,
     ) -> SearchResult:
         start, usage = time.perf_counter(), Usage()
-        prompt = build_prompt(backend.tokenizer, problem, self.config.instruction)
+        prompt = pose(backend.tokenizer, problem, self.config.instruction, prompt)
         completions = await backend.generate(prompt, self.config.sampling(self.config.n))
         usage.add(completions)
         answers = [extract_answer(c.text) for c in completions]

@@ -53,7 +53,9 @@ class MCTSConfig(StepConfig):
         "rollout", description="a new node's value: its PRM score, or a rollout's final score"
     )
     concurrency: int = Field(4, ge=1, description="simulations in flight at once")
-    virtual_loss: int = Field(1, ge=0, description="visits of value 0 per in-flight simulation")
+    virtual_loss: int = Field(
+        1, ge=0, le=1000, description="visits of value 0 per in-flight simulation"
+    )
 
 
 class MCTS:
@@ -63,9 +65,13 @@ class MCTS:
         self.config = config
 
     async def solve(
-        self, problem: str, backend: Backend, scorer: Scorer | None = None
+        self,
+        problem: str,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        prompt: str | None = None,
     ) -> SearchResult:
-        search = _Search(self.config, problem, backend, scorer)
+        search = _Search(self.config, problem, backend, scorer, prompt)
         slots = asyncio.Semaphore(self.config.concurrency)
 
         async def simulation() -> None:
@@ -84,9 +90,14 @@ class _Search(StepSearch):
     config: MCTSConfig
 
     def __init__(
-        self, config: MCTSConfig, problem: str, backend: Backend, scorer: Scorer | None
+        self,
+        config: MCTSConfig,
+        problem: str,
+        backend: Backend,
+        scorer: Scorer | None,
+        prompt: str | None = None,
     ) -> None:
-        super().__init__(config, problem, backend, scorer)
+        super().__init__(config, problem, backend, scorer, prompt)
         self.in_flight: Counter[int] = Counter()  # node id -> simulations whose path holds it
         self.locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
 

@@ -5,7 +5,11 @@ partial solution asks the backend to continue `prompt + steps so far` with `stop
 delimiter, so every extension shares its whole prefix with its parent and the backend's prefix
 cache makes that prefix free. A step is terminal when the solution ends there: the model
 stopped for good (EOS), the step holds a final answer, or the step count or token budget ran out;
-a step cut at `max_step_tokens` simply continues in the next one.
+a step cut at `max_step_tokens` simply continues in the next one. A step cut short of the tokens
+it asked for (the context window is full, or the search's token budget is spent) ends its
+solution too, since nothing could follow it. A solution that ended by itself finishes with
+"stop", one that a limit ended with "length". The config's `stop` strings end a solution where
+they would end one plain sample of it, even when one spans a step delimiter.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ import time
 
 from pydantic import Field, model_validator
 
-from tts.engine import Backend
+from tts.engine import Backend, Completion
+from tts.engine.backend import truncate_at_stop
 from tts.errors import TTSError
 from tts.search.base import (
     Candidate,
     SearchResult,
     StrategyConfig,
     Usage,
-    build_prompt,
     derive_seed,
+    pose,
 )
 from tts.search.select import Selection, select
 from tts.search.tree import Node, SearchTree
@@ -60,12 +65,17 @@ class StepSearch:
     strategy makes: expand a node into k sampled next steps, and score nodes with the PRM."""
 
     def __init__(
-        self, config: StepConfig, problem: str, backend: Backend, scorer: Scorer | None
+        self,
+        config: StepConfig,
+        problem: str,
+        backend: Backend,
+        scorer: Scorer | None,
+        prompt: str | None = None,
     ) -> None:
         if scorer is None:
             raise TTSError("this strategy needs a process reward model (--prm)")
         self.config, self.problem, self.backend, self.scorer = config, problem, backend, scorer
-        self.prompt = build_prompt(backend.tokenizer, problem, config.instruction)
+        self.prompt = pose(backend.tokenizer, problem, config.instruction, prompt)
         self.tree = SearchTree()
         self.usage = Usage()
         self.started = time.perf_counter()
@@ -85,7 +95,7 @@ class StepSearch:
         text = self.prompt + "".join(step + config.step_delimiter for step in steps)
         params = config.sampling(
             k,
-            stop=(config.step_delimiter,),
+            stop=(config.step_delimiter, *config.stop),
             max_tokens=max(min(config.max_step_tokens, config.max_tokens - used), 1),
             # The node's place in the tree, not the order searches run in, fixes its seed.
             seed=derive_seed(config.seed, *self._address(node), len(node.children)),
@@ -95,19 +105,42 @@ class StepSearch:
         children = []
         for completion in completions:
             tokens = len(completion.token_ids)
-            # Ended for good (EOS or a stop token), not cut at the delimiter or the step limit.
-            ended = (
+            # Ended for good (EOS, a stop token or a client's stop string), not cut at the
+            # delimiter or the step limit.
+            ended = self._stopped(steps, completion) or (
                 completion.finish_reason == "stop"
                 and completion.stop_reason != config.step_delimiter
             )
-            terminal = (
-                ended
-                or extract_answer(completion.text) is not None
-                or node.depth + 1 >= config.max_steps
-                or used + tokens >= config.max_tokens
+            blocked = completion.finish_reason == "abort" or (
+                completion.finish_reason == "length" and tokens < params.max_tokens
             )
-            children.append(self.tree.add(node, completion.text, tokens=tokens, terminal=terminal))
+            cut = (
+                blocked or node.depth + 1 >= config.max_steps or used + tokens >= config.max_tokens
+            )
+            solved = ended or extract_answer(completion.text) is not None
+            finish = "stop" if solved else "length" if cut else None
+            children.append(
+                self.tree.add(
+                    node,
+                    completion.text,
+                    tokens=tokens,
+                    terminal=bool(finish),
+                    finish_reason=finish,
+                )
+            )
         return children
+
+    def _stopped(self, steps: list[str], completion: Completion) -> bool:
+        """Whether one of the config's stop strings ends the solution at this step, as it would
+        end a plain sample: the backend cut the step at it, or it spans the delimiter between
+        the steps before and this one (which no single step's generation sees whole)."""
+        stop, delimiter = self.config.stop, self.config.step_delimiter
+        if completion.stop_reason in stop:
+            return True
+        written = delimiter.join([*steps, completion.text])
+        if completion.stop_reason == delimiter:
+            written += delimiter
+        return truncate_at_stop(written, tuple(stop))[1] is not None
 
     async def score(self, nodes: list[Node]) -> None:
         """Set each node's score: the aggregated PRM scores of the path ending at it."""
@@ -122,8 +155,14 @@ class StepSearch:
         """The search's answer, chosen among the solutions ending at `leaves`."""
         candidates = []
         for leaf in leaves:
-            text = self.config.step_delimiter.join(self.tree.steps(leaf))
-            finish = "stop" if leaf.terminal else "length"
+            steps = self.tree.steps(leaf)
+            finish = leaf.finish_reason or "length"
+            if steps and not steps[-1] and finish == "length":  # the budget was spent before it
+                steps.pop()
+            # A stop string that spans steps ends the text where a plain sample's would end.
+            text, _ = truncate_at_stop(
+                self.config.step_delimiter.join(steps), tuple(self.config.stop)
+            )
             candidates.append(
                 Candidate(text, extract_answer(text), leaf.score, self.path_tokens(leaf), finish)
             )

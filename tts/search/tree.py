@@ -13,7 +13,8 @@ class Node:
     """One step of a partial solution: the step's text and what the search learnt of it.
 
     score: the reward model's score of the path ending here; value and visits: MCTS statistics
-    (mean backed-up value, number of backups).
+    (mean backed-up value, number of backups). finish_reason, on a terminal node: "stop" when
+    the solution ended by itself, "length" when a limit (tokens, steps, budget) ended it.
     """
 
     id: int
@@ -24,6 +25,7 @@ class Node:
     visits: int = 0
     value: float = 0.0
     terminal: bool = False
+    finish_reason: str | None = None
     tokens: int = 0
     children: list[int] = field(default_factory=list)
 

@@ -27,13 +27,14 @@ from tts.servers.metrics import Metrics, MetricsMiddleware
 from tts.servers.replies import Reply
 from tts.servers.sampling import (
     chat_prompt,
+    generate_all,
     open_stream,
     plain_events,
     plain_response,
     plain_usage,
     sampling_params,
 )
-from tts.servers.schemas import ChatRequest, CompletionRequest
+from tts.servers.schemas import ChatRequest, CompletionRequest, check_json
 from tts.servers.streaming import EventStream
 from tts.servers.thinking import plan_search, search_events, search_response
 from tts.verifiers import Scorer
@@ -50,6 +51,20 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise APIError(413, f"the body exceeds {limit} bytes", code="request_too_large")
     return bytes(body)
+
+
+def check_content_type(request: Request) -> None:
+    """Only JSON bodies are served. A browser sends text/plain, form or multipart bodies (or a
+    Blob with no type) to any origin without asking first: refusing them keeps a web page from
+    spending a keyless localhost server's compute."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        shown = media_type or "none"
+        raise APIError(
+            415,
+            f"the body must be JSON, sent with Content-Type: application/json (got {shown})",
+            code="unsupported_media_type",
+        )
 
 
 def create_app(backend: Backend, scorer: Scorer | None, config: ServerConfig) -> FastAPI:
@@ -80,43 +95,59 @@ def create_app(backend: Backend, scorer: Scorer | None, config: ServerConfig) ->
         metrics.count_tokens(totals["prompt_tokens"], totals["completion_tokens"], cached)
 
     async def parse(request: Request, schema: type[ChatRequest | CompletionRequest]) -> Any:
+        # The body is read whatever is wrong with the request, so that the connection stays
+        # usable for the client's next request.
         body = await read_body(request, config.max_body_bytes)
+        check_content_type(request)
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep to decode
             raise APIError(400, "the body is not valid JSON", code="invalid_json") from None
         if not isinstance(data, dict):
             raise APIError(400, "the body must be a JSON object", code="invalid_json")
+        check_json(data)
         try:
             parsed = schema.model_validate(data)
         except ValidationError as error:
             raise from_validation(error) from None
-        if parsed.model is not None and parsed.model != config.model_name:
+        if parsed.model is not None:
+            check_model(parsed.model)
+        return parsed
+
+    def check_model(name: str) -> None:
+        if name != config.model_name:
             raise APIError(
                 404,
-                f"the model {parsed.model!r} does not exist; this server serves "
-                f"{config.model_name!r}",
+                f"the model {name!r} does not exist; this server serves {config.model_name!r}",
                 "model",
                 "model_not_found",
             )
-        return parsed
+
+    def model_card() -> dict[str, Any]:
+        return {"id": config.model_name, "object": "model", "created": started, "owned_by": "tts"}
 
     async def answer(request: Request, parsed: ChatRequest | CompletionRequest) -> Response:
         kind = "chat" if isinstance(parsed, ChatRequest) else "text"
-        reply = Reply(kind, config.model_name, backend.tokenizer, parsed.return_tokens_as_token_ids)
-        search = plan_search(parsed, config)
+        reply = Reply(
+            kind,
+            config.model_name,
+            backend.tokenizer,
+            parsed.return_tokens_as_token_ids,
+            token_ids=parsed.return_token_ids,
+        )
+        search = plan_search(parsed, config, backend.tokenizer)
         if search is None:
             params = sampling_params(parsed, config)
-            prompt = (
-                chat_prompt(backend.tokenizer, parsed.messages) if kind == "chat" else parsed.prompt
+            prompts = (
+                [chat_prompt(backend.tokenizer, parsed.messages)]
+                if kind == "chat"
+                else parsed.prompts
             )
-        else:
-            problem = parsed.problem
         ticket = admission.reserve()
         try:
             await unless_disconnected(request, ticket.start())
             if search is not None:
-                task = asyncio.ensure_future(search.strategy.solve(problem, backend, scorer))
+                task = asyncio.ensure_future(search.run(backend, scorer))
                 if parsed.stream:
                     # One turn of the loop runs the strategy to its first await: what it
                     # rejects at once (no PRM, a prompt too long) still gets a 4xx.
@@ -132,16 +163,17 @@ def create_app(backend: Backend, scorer: Scorer | None, config: ServerConfig) ->
                 body = search_response(reply, search, result)
                 count(body["usage"])
                 return JSONResponse(body)
-            top = parsed.num_logprobs
             if parsed.stream:
-                snapshots = open_stream(backend, prompt, params)
+                snapshots = open_stream(backend, prompts, params)
                 first = await unless_disconnected(request, anext(snapshots))
-                events = plain_events(reply, snapshots, first, top, parsed.include_usage, count)
+                options = parsed.stream_options
+                events = plain_events(reply, snapshots, first, params, options, count)
                 response, ticket = EventStream(events, ticket.close), None
                 return response
-            completions = await unless_disconnected(request, backend.generate(prompt, params))
-            count(plain_usage(completions))
-            return JSONResponse(plain_response(reply, completions, top))
+            completions = await unless_disconnected(request, generate_all(backend, prompts, params))
+            count(plain_usage(completions, params.n))
+            echo = prompts if kind == "text" and parsed.echo else None
+            return JSONResponse(plain_response(reply, completions, params, echo))
         finally:
             if ticket is not None:  # a stream's ticket is closed by its response instead
                 ticket.close()
@@ -156,8 +188,12 @@ def create_app(backend: Backend, scorer: Scorer | None, config: ServerConfig) ->
 
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def models() -> dict[str, Any]:
-        model = {"id": config.model_name, "object": "model", "created": started, "owned_by": "tts"}
-        return {"object": "list", "data": [model]}
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{name:path}", dependencies=[Depends(authorize)])
+    async def model(name: str) -> dict[str, Any]:
+        check_model(name)
+        return model_card()
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
     async def chat_completions(request: Request) -> Response:

@@ -10,18 +10,45 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tts.errors import TTSError, invalid_options
+from tts.search import make_strategy
+
+# Strategy options that multiply a search's work -> the server limit each is held to. Every
+# integer option of every strategy is here or in NO_LIMIT (a test keeps it so).
+LIMITS = {
+    "n": "max_n",
+    "simulations": "max_n",
+    "expand_k": "max_n",
+    "concurrency": "max_n",
+    "beam_width": "max_n",
+    "max_tokens": "max_tokens_limit",
+    "max_step_tokens": "max_tokens_limit",
+    "max_steps": "max_steps_limit",
+}
+# They change which work is done, not how much.
+NO_LIMIT = ("seed", "virtual_loss", "top_k", "stop_token_ids")
 
 
 class EffortPreset(BaseModel):
-    """What one `reasoning_effort` level runs: a strategy and its options."""
+    """What one `reasoning_effort` level runs: a strategy and its options, checked when the
+    config loads so that a bad preset stops the server from starting, not a request."""
 
     model_config = ConfigDict(extra="forbid")
 
     strategy: str = Field(description="a name from tts.search.STRATEGIES")
     options: dict[str, Any] = Field(default_factory=dict, description="the strategy's options")
+
+    @model_validator(mode="after")
+    def _valid_strategy(self) -> EffortPreset:
+        if "instruction" in self.options:
+            raise ValueError("a search is prompted with the messages as sent: no instruction")
+        try:
+            make_strategy(self.strategy, **self.options)
+        except TTSError as error:
+            raise ValueError(str(error)) from None
+        return self
 
 
 # Presets that work without a PRM; configs/server.yaml shows PRM-guided ones.
@@ -41,7 +68,10 @@ class ServerConfig(BaseModel):
     prm: str | None = Field(
         None, description="process reward model folder for guided search; default: builtin"
     )
-    backend: str = Field("native", description="generation backend: native, hf or vllm")
+    backend: str = Field("native", description="generation backend: native, hf, vllm or remote")
+    tokenizer: str | None = Field(
+        None, description="remote backend: the served model's tokenizer folder (chat template)"
+    )
     device: str | None = Field(None, description="torch device; default cuda if present, else cpu")
     dtype: str | None = Field(None, description="float32, bfloat16 or float16; default by device")
     engine_options: dict[str, Any] = Field(
@@ -57,8 +87,24 @@ class ServerConfig(BaseModel):
     )
     max_concurrency: int = Field(64, ge=1, description="requests served at once")
     max_queue: int = Field(256, ge=0, description="requests waiting beyond those; more get 429")
-    max_n: int = Field(64, ge=1, description="largest n (choices, or a strategy's budget)")
-    max_tokens_limit: int = Field(32768, ge=1, description="largest max_tokens a request may ask")
+    max_n: int = Field(
+        64,
+        ge=1,
+        description="largest n (choices), and largest width of a search: its n, simulations, "
+        "expand_k, concurrency and beam_width",
+    )
+    max_tokens_limit: int = Field(
+        32768,
+        ge=1,
+        description="largest max_tokens (and a search's max_step_tokens) a request may ask",
+    )
+    max_steps_limit: int = Field(256, ge=1, description="largest max_steps a search may ask")
+    max_search_tokens: int = Field(
+        65536,
+        ge=1,
+        description="most tokens one search request generates in all, over every candidate; "
+        "the search stops there and answers with what it has (finish_reason length)",
+    )
     default_max_tokens: int = Field(1024, ge=1, description="max_tokens when a request omits it")
     max_body_bytes: int = Field(4 << 20, ge=1024, description="largest request body, in bytes")
     keepalive_seconds: float = Field(
@@ -68,6 +114,18 @@ class ServerConfig(BaseModel):
         default_factory=lambda: dict(DEFAULT_EFFORT),
         description="reasoning_effort level -> strategy preset (merged over the defaults)",
     )
+
+    @model_validator(mode="after")
+    def _presets_within_limits(self) -> ServerConfig:
+        for level, preset in self.reasoning_effort.items():
+            for option, limit_name in LIMITS.items():
+                value, limit = preset.options.get(option), getattr(self, limit_name)
+                if isinstance(value, int) and value > limit:
+                    raise ValueError(
+                        f"reasoning_effort.{level}: {option} is {value}, above {limit_name} "
+                        f"({limit})"
+                    )
+        return self
 
     @property
     def model_name(self) -> str:

@@ -1,5 +1,6 @@
 """Every failure as OpenAI's error object, `{"error": {"message", "type", "param", "code"}}`,
-so clients built for OpenAI report it as they would OpenAI's own; bad input is never a 500."""
+so clients built for OpenAI report it as they would OpenAI's own; bad input is never a 500, and
+no error closes the connection (a pooled client's next request reuses it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tts.errors import TTSError
 
@@ -21,9 +23,13 @@ TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     429: "rate_limit_error",
     499: "invalid_request_error",
 }
+
+# pydantic's error type -> OpenAI's error code
+CODES = {"extra_forbidden": "unknown_parameter", "unsupported": "unsupported_parameter"}
 
 
 class APIError(Exception):
@@ -55,8 +61,44 @@ def from_validation(error: ValidationError) -> APIError:
     """A 400 naming every rejected field; `param` is the first one, dotted (`messages.0.role`)."""
     problems = error.errors()
     params = [".".join(map(str, e["loc"])) for e in problems]
-    message = "; ".join(f"{p or 'body'}: {e['msg']}" for p, e in zip(params, problems))
-    return APIError(400, message, param=params[0] or None, code="invalid_value")
+    messages = [
+        "unknown field, not supported by this server"
+        if e["type"] == "extra_forbidden"
+        else e["msg"]
+        for e in problems
+    ]
+    message = "; ".join(f"{p or 'body'}: {m}" for p, m in zip(params, messages))
+    code = CODES.get(problems[0]["type"], "invalid_value")
+    return APIError(400, message, param=params[0] or None, code=code)
+
+
+class ContainBugs:
+    """Answers an unexpected exception with a 500 error object and swallows it.
+
+    Starlette's own handler for `Exception` re-raises after answering, and uvicorn then closes
+    the connection, which breaks a pooled client's next request; this middleware sits inside
+    it, so a bug is logged and answered like any other error. A bug after the response started
+    (a stream) can only be logged: the stream itself reports its failures in-band.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def send_started(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_started)
+        except Exception as error:
+            log.exception("internal error on %s", scope.get("path"), exc_info=error)
+            if scope["type"] == "http" and not started:
+                bug = APIError(500, "internal server error", code="internal_error").response()
+                await bug(scope, receive, send)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -71,11 +113,7 @@ def install_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         return APIError(error.status_code, str(error.detail), headers=error.headers).response()
 
-    async def bug(request: Request, error: Exception) -> JSONResponse:
-        log.exception("internal error on %s", request.url.path, exc_info=error)
-        return APIError(500, "internal server error", code="internal_error").response()
-
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(TTSError, tts_error)
     app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(Exception, bug)
+    app.add_middleware(ContainBugs)

@@ -24,6 +24,7 @@ ROUTES = {
     "/health",
     "/metrics",
 }
+MODEL = "/v1/models/{id}"  # one label for every model id asked for
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -99,7 +100,8 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = scope["path"] if scope["path"] in ROUTES else "other"
+        path = scope["path"]
+        route = path if path in ROUTES else MODEL if path.startswith("/v1/models/") else "other"
         status = 500  # what the client sees if the app dies before answering
         started = time.perf_counter()
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tts.engine import Completion
+from tts.errors import TTSError
 
 
 def usage(prompt: int, completion: int, cached: int, reasoning: int = 0) -> dict[str, Any]:
@@ -39,6 +40,7 @@ class Reply:
     model: str
     tokenizer: Any
     tokens_as_ids: bool = False  # name logprob tokens "token_id:N" (vLLM's extension)
+    token_ids: bool = False  # plain choices carry their generated `token_ids` (vLLM's extension)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -79,23 +81,34 @@ class Reply:
             **extra,
         }
 
-    def logprobs(self, completion: Completion, top: int, start: int = 0) -> dict[str, Any] | None:
+    def logprobs(
+        self, completion: Completion, top: int, start: int = 0, prompt: list[int] | None = None
+    ) -> dict[str, Any] | None:
         """Log-probabilities of the generated tokens from `start` on, each with the `top` most
-        likely alternatives, in this kind's format."""
+        likely alternatives, in this kind's format. With `prompt` (its token ids: `echo`), the
+        prompt's tokens come first, the first one null as OpenAI and vLLM return it."""
         if completion.logprobs is None:
             return None
-        entries = list(zip(completion.token_ids, completion.logprobs))[start:]
+        entries: list[tuple[int, dict[int, float] | None]] = list(
+            zip(completion.token_ids, completion.logprobs)
+        )[start:]
         if self.kind == "chat":
             return {"content": [self._chat_entry(token, dist, top) for token, dist in entries]}
-        offsets, offset = [], len(self.tokenizer.decode(completion.token_ids[:start]))
+        offset = len(self.tokenizer.decode(completion.token_ids[:start]))
+        if prompt is not None:
+            if completion.prompt_logprobs is None:
+                raise TTSError("this backend cannot score prompts: echo with logprobs")
+            entries = [*zip(prompt, completion.prompt_logprobs), *entries]
+        offsets = []
         for token, _ in entries:
             offsets.append(offset)
             offset += len(self.tokenizer.decode([token]))
         return {
             "tokens": [self._name(token) for token, _ in entries],
-            "token_logprobs": [dist[token] for token, dist in entries],
+            "token_logprobs": [None if dist is None else dist[token] for token, dist in entries],
             "top_logprobs": [
-                {self._name(t): lp for t, lp in _best(dist, top)} for _, dist in entries
+                None if dist is None else {self._name(t): lp for t, lp in _best(dist, top)}
+                for _, dist in entries
             ],
             "text_offset": offsets,
         }

@@ -1,29 +1,66 @@
 """Request bodies of the OpenAI API, as far as tts honours them.
 
-Unknown fields are ignored, as OpenAI's API ignores them, so clients that send newer or
-vendor-specific fields keep working; a known field with a wrong type or value is a 400. Responses
+Every field either works as OpenAI (or vLLM, for its extensions) defines it, or is refused by
+name with a 400: an unknown field is refused, and so is a known feature tts does not implement
+(tools, response_format, penalties...) unless its value is the no-op that clients send by
+default (`tools: []`, `frequency_penalty: 0`), which is accepted as the no-op it is. Responses
 are plain dicts built where they are produced (`sampling.py`, `thinking.py`), shaped as OpenAI's.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from tts.servers.errors import APIError
 
+# What the sampler's torch.Generator takes, with room for the engine's seed + sample index.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
+# Features tts does not implement -> the values that ask for nothing (accepted, as no-ops).
+NO_OPS: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (None, 0),
+    "presence_penalty": (None, 0),
+    "repetition_penalty": (None, 1),
+    "logit_bias": (None, {}),
+    "response_format": (None, {"type": "text"}),
+    "tools": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "functions": (None, []),
+    "function_call": (None, "none", "auto"),
+    "parallel_tool_calls": (None, True, False),
+}
+
+
+def is_no_op(value: Any, no_ops: tuple[Any, ...]) -> bool:
+    # bool is an int in Python: `frequency_penalty: false` is not the number 0.
+    return any(value == op and isinstance(value, bool) == isinstance(op, bool) for op in no_ops)
+
+
+def unsupported(field: str, value: Any) -> PydanticCustomError:
+    accepted = " or ".join(json.dumps(v) for v in NO_OPS[field])
+    return PydanticCustomError(
+        "unsupported",
+        "not supported by this server (accepted only as a no-op: {accepted}); got {value}",
+        {"accepted": accepted, "value": json.dumps(value, default=str)[:80]},
+    )
+
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
 
 class StreamOptions(Request):
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's: usage on every chunk (guidellm asks for it)
 
 
 class TTSOptions(Request):
-    """The `tts` object: a strategy, `return_tree`, and the strategy's own options."""
+    """The `tts` object: a strategy, `return_tree`, and the strategy's own options (which the
+    strategy's config checks, refusing unknown ones by name)."""
 
     model_config = ConfigDict(extra="allow")  # every other key is a strategy option
 
@@ -44,7 +81,7 @@ class Sampling(Request):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted for compatibility; tts keeps no per-user state
@@ -55,7 +92,20 @@ class Sampling(Request):
     stop_token_ids: list[int] = Field(default_factory=list)
     ignore_eos: bool = False
     return_tokens_as_token_ids: bool = False  # name logprob tokens "token_id:N", not by text
+    return_token_ids: bool = False  # each choice carries its generated token ids
     tts: TTSOptions | None = None
+    # Not implemented: refused unless the value asks for nothing (see NO_OPS).
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    repetition_penalty: Any = None
+    logit_bias: Any = None
+
+    @field_validator(*NO_OPS, mode="before", check_fields=False)
+    @classmethod
+    def _no_op_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if not is_no_op(value, NO_OPS[info.field_name]):
+            raise unsupported(info.field_name, value)
+        return None
 
     @model_validator(mode="after")
     def _stops_not_empty(self) -> Sampling:
@@ -80,6 +130,7 @@ class TextPart(Request):
 class Message(Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    name: str | None = None  # passed to the chat template, which may use it
 
     @property
     def text(self) -> str:
@@ -93,6 +144,12 @@ class ChatRequest(Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    parallel_tool_calls: Any = None
 
     @property
     def token_limit(self) -> int | None:
@@ -104,8 +161,8 @@ class ChatRequest(Sampling):
 
     @property
     def problem(self) -> str:
-        """What a search strategy solves: the last user message (strategies pose it with their
-        own instruction and template, so system messages and earlier turns do not reach them)."""
+        """What a search's PRM judges steps against: the last user message (the model itself is
+        prompted with every message, through the chat template)."""
         users = [m.text for m in self.messages if m.role == "user"]
         if not users:
             raise APIError(400, "a search strategy needs a user message to solve", "messages")
@@ -113,20 +170,32 @@ class ChatRequest(Sampling):
 
 
 class CompletionRequest(Sampling):
-    # One prompt per request, text or token ids; a batch of one is unwrapped.
+    # Text or token ids, one prompt or a list of them (a batch).
     prompt: str | list[int] | list[str] | list[list[int]]
     logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False  # the prompt (and, with logprobs, its tokens' logprobs) comes first
 
-    @model_validator(mode="after")
-    def _one_prompt(self) -> CompletionRequest:
-        prompt = self.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
-            if len(prompt) != 1:
-                raise ValueError("tts takes one prompt per request; send a batch as requests")
-            self.prompt = prompt[0]
-        if not self.prompt:
+    @field_validator("echo")
+    @classmethod
+    def _echo_whole(cls, echo: bool, info: ValidationInfo) -> bool:
+        # The prompt's logprobs come with the finished completion (a search refuses echo, in
+        # thinking.SEARCH_FIELDS).
+        if echo and info.data.get("stream"):
+            raise PydanticCustomError("unsupported", "echo is not supported with stream")
+        return echo
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts_not_empty(cls, prompt: Any) -> Any:
+        batch = prompt if isinstance(prompt, list) and prompt and not is_ids(prompt) else [prompt]
+        if any(len(p) == 0 for p in batch):
             raise ValueError("the prompt is empty")
-        return self
+        return prompt
+
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        """The batch: one entry per prompt."""
+        return [self.prompt] if isinstance(self.prompt, str) or is_ids(self.prompt) else self.prompt
 
     @property
     def token_limit(self) -> int | None:
@@ -138,6 +207,45 @@ class CompletionRequest(Sampling):
 
     @property
     def problem(self) -> str:
-        if not isinstance(self.prompt, str):
+        if len(self.prompts) != 1:
+            raise APIError(400, "a search takes one prompt, not a list of them", "prompt")
+        if not isinstance(self.prompts[0], str):
             raise APIError(400, "a search strategy needs a text prompt, not token ids", "prompt")
-        return self.prompt
+        return self.prompts[0]
+
+
+def is_ids(prompt: list) -> bool:
+    """Whether a non-empty list prompt is one prompt of token ids (not a list of prompts)."""
+    return isinstance(prompt[0], int)
+
+
+MAX_DEPTH = 64  # far beyond any real request; deeper bodies only exhaust the stack
+
+
+def check_json(data: Any) -> None:
+    """Refuse, naming the field, what JSON allows but no part of tts can take: nesting deeper
+    than MAX_DEPTH, and strings that are not Unicode text (a lone surrogate such as "\\ud800",
+    which no tokenizer encodes)."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        param = ".".join(path) or None
+        if len(path) > MAX_DEPTH:
+            raise APIError(400, f"the body is nested deeper than {MAX_DEPTH} levels", param)
+        if isinstance(value, dict):
+            if not all(map(is_text, value)):
+                raise APIError(400, f"{param or 'body'}: a key is not valid Unicode text", param)
+            stack.extend((item, (*path, key)) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, (*path, str(i))) for i, item in enumerate(value))
+        elif isinstance(value, str) and not is_text(value):
+            message = f"{param or 'body'}: not valid Unicode text (a lone surrogate)"
+            raise APIError(400, message, param)
+
+
+def is_text(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -18,6 +18,7 @@ def serve(config: ServerConfig) -> None:
         backend=config.backend,
         device=config.device,
         dtype=config.dtype,
+        tokenizer=config.tokenizer,
         **config.engine_options,
     )
     # Guided search scores with the built-in PRM unless another one is named.

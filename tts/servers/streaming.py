@@ -12,7 +12,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from tts.errors import TTSError
-from tts.servers.errors import APIError
+from tts.servers.errors import APIError, log
 
 DONE = "data: [DONE]\n\n"
 
@@ -22,12 +22,16 @@ def event(data: dict[str, Any]) -> str:
 
 
 def error_event(error: Exception) -> str:
-    """A failure after the 200 was sent: the official client raises it as an APIError."""
+    """A failure after the 200 was sent, as the stream's last event: the error object (which
+    the official client raises as an APIError), then the terminator, as vLLM ends it."""
     if isinstance(error, APIError):
-        return event(error.body())
-    if isinstance(error, TTSError | ValueError):
-        return event(APIError(400, str(error), code="invalid_value").body())
-    return event(APIError(500, "internal server error", code="internal_error").body())
+        failure = error
+    elif isinstance(error, TTSError | ValueError):
+        failure = APIError(400, str(error), code="invalid_value")
+    else:
+        log.error("a stream failed", exc_info=error)
+        failure = APIError(500, "internal server error", code="internal_error")
+    return event(failure.body()) + DONE
 
 
 async def keepalive(task: asyncio.Future, seconds: float, comment: str) -> AsyncIterator[str]:
