@@ -1,6 +1,7 @@
 import pytest
 
 from tts.engine import SamplingParams
+from tts.engine.backend import MAX_STOPS
 from tts.errors import TTSError
 
 
@@ -44,3 +45,13 @@ def test_seeds_of_64_bits_are_taken(seed):
 def test_seeds_beyond_64_bits_are_bad_input(seed):
     with pytest.raises(TTSError, match=r"seed must be in \[-9223372036854775808, "):
         SamplingParams(seed=seed)
+
+
+def test_stop_lists_beyond_the_limit_are_bad_input() -> None:
+    SamplingParams(stop=["x"] * MAX_STOPS, stop_token_ids=list(range(MAX_STOPS)))
+    for field, value in (
+        ("stop", ["x"] * (MAX_STOPS + 1)),
+        ("stop_token_ids", [1] * (MAX_STOPS + 1)),
+    ):
+        with pytest.raises(TTSError, match=f"{field} has {MAX_STOPS + 1} entries"):
+            SamplingParams(**{field: value})

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from tests.servers.conftest import SlowBackend
 from tests.servers.test_server import ASK, assert_error, wait_for_idle
+from tts.engine.backend import MAX_STOPS
 from tts.servers import ServerConfig, create_app
 
 JSON = {"Content-Type": "application/json"}
@@ -338,6 +339,9 @@ BAD_REQUESTS = [
     {"prompt": [2**63]},
     {"prompt": "hi", "seed": 2**70},
     {"prompt": "hi", "stop_token_ids": [-3]},
+    {"prompt": [True, 5]},  # JSON true is not token 1
+    {"prompt": "hi", "stop": ["x"] * (MAX_STOPS + 1)},
+    {"prompt": "hi", "stop_token_ids": [1] * (MAX_STOPS + 1)},
 ]
 
 

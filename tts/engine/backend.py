@@ -20,6 +20,9 @@ FinishReason = Literal["stop", "length", "abort"]
 # Seeds are signed 64-bit integers, the range vLLM's server takes; sample i of a request draws
 # from seed + i, which torch.Generator.manual_seed takes for any n (it accepts up to 2**64 - 1).
 SEED_RANGE = (-(2**63), 2**63 - 1)
+# Each generated token is checked against every stop string and stop token: their number is
+# work that a request multiplies, so it has a limit (OpenAI takes 4 stop strings, vLLM any).
+MAX_STOPS = 64
 
 
 class InvalidParams(TTSError, ValueError):
@@ -84,6 +87,11 @@ class SamplingParams:
             problems.append(f"seed must be in [{low}, {high}], got {self.seed}")
         if any(not s for s in self.stop):
             problems.append("stop strings must be non-empty")
+        for name in ("stop", "stop_token_ids"):
+            if len(getattr(self, name)) > MAX_STOPS:
+                problems.append(
+                    f"{name} has {len(getattr(self, name))} entries; at most {MAX_STOPS}"
+                )
         if problems:
             raise InvalidParams("; ".join(problems))
 

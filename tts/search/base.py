@@ -15,6 +15,7 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tts.engine import Backend, Completion, SamplingParams
+from tts.engine.backend import MAX_STOPS
 from tts.verifiers import Scorer
 
 # The instruction Qwen2.5-Math and most open reasoning models are evaluated with.
@@ -34,10 +35,13 @@ class StrategyConfig(BaseModel):
     seed: int | None = Field(None, description="seed for reproducible samples; None draws afresh")
     stop: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list,
+        max_length=MAX_STOPS - 1,  # a step-level search adds its step delimiter
         description="strings that end a solution, as they end a plain sample (not kept in it)",
     )
     stop_token_ids: list[int] = Field(
-        default_factory=list, description="token ids that end a solution (kept in it)"
+        default_factory=list,
+        max_length=MAX_STOPS,
+        description="token ids that end a solution (kept in it)",
     )
     instruction: str = Field(DEFAULT_INSTRUCTION, description="appended to the problem")
 

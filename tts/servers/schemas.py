@@ -10,11 +10,20 @@ are plain dicts built where they are produced (`sampling.py`, `thinking.py`), sh
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from tts.engine.backend import MAX_STOPS
 from tts.servers.errors import APIError
 
 # What the sampler's torch.Generator takes, with room for the engine's seed + sample index.
@@ -80,7 +89,7 @@ class Sampling(Request):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOPS)] | None = None
     seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -89,7 +98,7 @@ class Sampling(Request):
     # vLLM's extensions, which tts's own `remote` backend sends to pass SamplingParams exactly
     top_k: int = Field(-1, ge=-1)
     min_p: float = Field(0.0, ge=0, le=1)
-    stop_token_ids: list[int] = Field(default_factory=list)
+    stop_token_ids: list[StrictInt] = Field(default_factory=list, max_length=MAX_STOPS)
     ignore_eos: bool = False
     return_tokens_as_token_ids: bool = False  # name logprob tokens "token_id:N", not by text
     return_token_ids: bool = False  # each choice carries its generated token ids
@@ -171,7 +180,7 @@ class ChatRequest(Sampling):
 
 class CompletionRequest(Sampling):
     # Text or token ids, one prompt or a list of them (a batch).
-    prompt: str | list[int] | list[str] | list[list[int]]
+    prompt: str | list[StrictInt] | list[str] | list[list[StrictInt]]  # true is not token 1
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False  # the prompt (and, with logprobs, its tokens' logprobs) comes first
 
