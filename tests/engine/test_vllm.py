@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM
 if not os.environ.get("TTS_TEST_VLLM"):
     pytest.skip("the vLLM tests run with TTS_TEST_VLLM=1 (README)", allow_module_level=True)
 
+from tests.engine.reference import transformers_prompt_logprobs  # noqa: E402
 from tts.engine import Backend, SamplingParams, load  # noqa: E402
 from tts.engine import vllm as vllm_backend  # noqa: E402
 from tts.engine.backend import encode_prompt  # noqa: E402
@@ -272,8 +273,21 @@ def test_bad_requests_are_refused_with_the_reason(engine):
         generate(engine, [5] * MAX_MODEL_LEN, GREEDY)
     with pytest.raises(TTSError, match="vLLM refused the request: .*logprobs"):
         generate(engine, [5, 6], SamplingParams(logprobs=1000))
-    with pytest.raises(TTSError, match="vLLM refused the request: .*out of vocabulary"):
-        generate(engine, [10**6], GREEDY)
+    for ids in ([10**6], [-1, 5]):  # refused by tts before vLLM sees them (Backend boundary)
+        with pytest.raises(TTSError, match=f"prompt token {ids[0]} is not a token id"):
+            generate(engine, ids, GREEDY)
+
+
+def test_prompt_logprobs_equal_transformers(engine, models):
+    ids = encode_prompt(engine.tokenizer, chat(engine, QUESTIONS[1]))
+    params = SamplingParams(temperature=0, max_tokens=2, n=2, prompt_logprobs=1)
+    generate(engine, ids, GREEDY)  # the prompt is now in vLLM's prefix cache
+    expected = transformers_prompt_logprobs(models["llama"], ids)
+    for completion in generate(engine, ids, params):
+        entries = completion.prompt_logprobs
+        assert entries[0] is None and len(entries) == len(ids)
+        ours = [entry[token] for entry, token in zip(entries[1:], ids[1:])]
+        assert max(abs(a - b) for a, b in zip(ours, expected)) < 1e-4
 
 
 @pytest.mark.parametrize(
