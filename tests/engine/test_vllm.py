@@ -13,8 +13,14 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -326,3 +332,56 @@ def test_close_ends_the_engine_processes(engine):
     assert not any(core.is_alive() for core in cores)
     with pytest.raises(TTSError, match="closed"):
         generate(engine, [5, 6], GREEDY)
+
+
+@pytest.fixture(scope="module")
+def vllm_server(models, tmp_path_factory) -> Iterator[str]:
+    """vLLM's own OpenAI server on the Llama model, in a subprocess on a free local port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path_factory.mktemp("vllm-serve") / "serve.log").open("w+")
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    command += ["--model", str(models["llama"]), "--served-model-name", "tiny"]
+    command += ["--port", str(port), "--dtype", "float32", "--enforce-eager"]
+    command += ["--max-model-len", str(MAX_MODEL_LEN), "--block-size", str(BLOCK)]
+    command += ["--enable-prompt-tokens-details"]
+    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"vLLM's server exited:\n{log.read()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("vLLM's server did not start in 2 minutes")
+        yield f"{url}/v1"
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def test_remote_token_counts_are_vllms_own(vllm_server, models):
+    """Against a real vLLM server the remote backend takes vLLM's token ids and counts as they
+    are (it used to re-tokenize the text and count 28 tokens where vLLM generated 16)."""
+    remote = load(vllm_server, backend="remote", tokenizer=str(models["llama"]))
+    prompt = chat(remote, QUESTIONS[1])
+    params = SamplingParams(temperature=1.0, max_tokens=16, seed=3, n=3, ignore_eos=True)
+    body = {"model": "tiny", "prompt": prompt, "max_tokens": 16, "temperature": 1.0, "seed": 3}
+    body |= {"n": 3, "ignore_eos": True, "return_token_ids": True}
+    served = httpx.post(f"{vllm_server}/completions", json=body, timeout=60).json()
+    completions = generate(remote, prompt, params)
+    assert sum(len(c.token_ids) for c in completions) == served["usage"]["completion_tokens"]
+    assert all(len(c.token_ids) == 16 for c in completions)
+    # the same seeded request: the very ids vLLM generated, not a recount of their text
+    assert [c.token_ids for c in completions] == [c["token_ids"] for c in served["choices"]]
+    assert all(c.prompt_tokens == served["usage"]["prompt_tokens"] for c in completions)
+    # vLLM's prefix cache has served this prompt by now, and says so in prompt_tokens_details
+    (again,) = generate(remote, prompt, SamplingParams(max_tokens=4))
+    assert again.cached_tokens == served["usage"]["prompt_tokens"] // BLOCK * BLOCK > 0
