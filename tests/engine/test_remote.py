@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from tests.engine.served import free_port, served
 from tts.cli import main
 from tts.data.datasets import load_dataset
 from tts.engine import SamplingParams, load
@@ -34,12 +32,6 @@ from tts.search import make_strategy
 from tts.search.base import build_prompt
 
 PROBLEM = "What is 7 * 8?"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(coroutine):
@@ -53,35 +45,11 @@ def run(coroutine):
 def server(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`tts serve` on the tiny model, in its own process, on a free local port."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("serve") / "serve.log").open("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tts.cli", "serve", "--model", str(tiny_llama)]
-        + ["--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"tts serve did not come up:\n{log.read()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+    command = [sys.executable, "-m", "tts.cli", "serve", "--model", str(tiny_llama)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with served(command, port, log, start_seconds=60) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +26,7 @@ if not os.environ.get("TTS_TEST_VLLM"):
     pytest.skip("the vLLM tests run with TTS_TEST_VLLM=1 (README)", allow_module_level=True)
 
 from tests.engine.reference import transformers_prompt_logprobs  # noqa: E402
+from tests.engine.served import free_port, served  # noqa: E402
 from tts.engine import Backend, SamplingParams, load  # noqa: E402
 from tts.engine import vllm as vllm_backend  # noqa: E402
 from tts.engine.backend import encode_prompt  # noqa: E402
@@ -337,34 +335,16 @@ def test_close_ends_the_engine_processes(engine):
 @pytest.fixture(scope="module")
 def vllm_server(models, tmp_path_factory) -> Iterator[str]:
     """vLLM's own OpenAI server on the Llama model, in a subprocess on a free local port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (tmp_path_factory.mktemp("vllm-serve") / "serve.log").open("w+")
+    port = free_port()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     command += ["--model", str(models["llama"]), "--served-model-name", "tiny"]
     command += ["--port", str(port), "--dtype", "float32", "--enforce-eager"]
     command += ["--max-model-len", str(MAX_MODEL_LEN), "--block-size", str(BLOCK)]
     command += ["--enable-prompt-tokens-details"]
-    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if process.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"vLLM's server exited:\n{log.read()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("vLLM's server did not start in 2 minutes")
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    log = tmp_path_factory.mktemp("vllm-serve") / "serve.log"
+    with served(command, port, log, start_seconds=180, env=env) as url:
         yield f"{url}/v1"
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def test_remote_token_counts_are_vllms_own(vllm_server, models):
