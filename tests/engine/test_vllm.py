@@ -2,8 +2,8 @@
 
 An engine takes half a minute to start on 2 cores (its two processes import vLLM), so one
 Llama engine serves the whole file, and the Qwen families get one each for the greedy check.
-They run apart from the main suite, after installing the `vllm` extra (README, "The vLLM
-backend"): `TTS_TEST_VLLM=1 python -m pytest -q tests/engine/test_vllm.py`. CI runs them so.
+They run apart from the main suite, after installing the `vllm` extra (docs/engine.md, "The
+vLLM backend"): `TTS_TEST_VLLM=1 python -m pytest -q tests/engine/test_vllm.py`. CI runs them so.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 if not os.environ.get("TTS_TEST_VLLM"):
-    pytest.skip("the vLLM tests run with TTS_TEST_VLLM=1 (README)", allow_module_level=True)
+    pytest.skip("the vLLM tests run with TTS_TEST_VLLM=1 (docs/engine.md)", allow_module_level=True)
 
 from tests.engine.reference import transformers_prompt_logprobs  # noqa: E402
 from tests.engine.served import free_port, served  # noqa: E402

@@ -1,5 +1,5 @@
 """Every recipe shipped under configs/recipes is a valid config of the loop that runs it, so
-the commands the README and the recipes' own comments give do not fail on a typo."""
+the commands the docs and the recipes' own comments give do not fail on a typo."""
 
 from __future__ import annotations
 
