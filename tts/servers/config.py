@@ -118,14 +118,19 @@ class ServerConfig(BaseModel):
     @model_validator(mode="after")
     def _presets_within_limits(self) -> ServerConfig:
         for level, preset in self.reasoning_effort.items():
-            for option, limit_name in LIMITS.items():
-                value, limit = preset.options.get(option), getattr(self, limit_name)
-                if isinstance(value, int) and value > limit:
-                    raise ValueError(
-                        f"reasoning_effort.{level}: {option} is {value}, above {limit_name} "
-                        f"({limit})"
-                    )
+            if beyond := self.beyond_limits(preset.options):
+                raise ValueError(f"reasoning_effort.{level}: {beyond[1]}")
         return self
+
+    def beyond_limits(self, options: dict[str, Any]) -> tuple[str, str] | None:
+        """The first strategy option above the server limit it is held to (LIMITS), as the
+        option's name and a message saying so; None when every option is within its limit."""
+        for option, limit_name in LIMITS.items():
+            value, limit = options.get(option), getattr(self, limit_name)
+            if isinstance(value, int) and value > limit:
+                message = f"{option} is {value}; this server allows at most {limit} ({limit_name})"
+                return option, message
+        return None
 
     @property
     def model_name(self) -> str:

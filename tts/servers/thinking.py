@@ -22,7 +22,7 @@ from tts.engine import Backend
 from tts.errors import TTSError
 from tts.search import SearchResult, Strategy, make_strategy
 from tts.search.budget import TokenBudget
-from tts.servers.config import LIMITS, ServerConfig
+from tts.servers.config import ServerConfig
 from tts.servers.errors import APIError
 from tts.servers.replies import Reply, usage
 from tts.servers.sampling import chat_prompt
@@ -56,18 +56,6 @@ class Search:
         """Why the search ended early: "budget" when max_search_tokens cut it short, None when
         it ran its course."""
         return "budget" if self.budget is not None and self.budget.exhausted else None
-
-
-def check_search_limits(settings: Any, config: ServerConfig) -> None:
-    """Refuse, by name, a strategy option beyond the server limit it is held to."""
-    for option, limit_name in LIMITS.items():
-        value, limit = getattr(settings, option, None), getattr(config, limit_name)
-        if value is not None and value > limit:
-            raise APIError(
-                400,
-                f"tts.{option} is {value}; this server allows at most {limit} ({limit_name})",
-                f"tts.{option}",
-            )
 
 
 @dataclass(frozen=True)
@@ -176,7 +164,9 @@ def plan_search(
         strategy = make_strategy(name, **options)
     except TTSError as error:  # it names each bad or unknown option
         raise APIError(400, str(error), "tts", "invalid_value") from None
-    check_search_limits(strategy.config, config)
+    if beyond := config.beyond_limits(strategy.config.model_dump()):
+        option, message = beyond
+        raise APIError(400, f"tts.{message}", f"tts.{option}")
     if isinstance(request, ChatRequest):
         prompt = chat_prompt(tokenizer, request.messages)
     else:
