@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from tts.engine import Completion, SamplingParams, load
-from tts.engine.tiny import build_tiny_model
+from tts.models.tiny import build_tiny_model
 
 SEED = 0
 BLOCK_SIZE = 16  # the native engine's KV block (its default); vLLM keeps its own default

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tts.engine import resolve_model
-from tts.search.base import build_prompt
+from tts.models.builtin import resolve_model
+from tts.prompts import build_prompt
 from tts.train.prm import auroc, held_out, read_stepwise, sibling_pairs
-from tts.verifiers.prm_token import PROBLEM, encode_policy_text, encode_stepwise
+from tts.verifiers.prm.token import PROBLEM, encode_policy_text, encode_stepwise
 
 SEPARATOR = "\n\n"
 

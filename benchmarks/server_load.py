@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from tts.engine.tiny import build_tiny_model
+from tts.models.tiny import build_tiny_model
 
 CLIENTS = 64  # concurrent streaming clients
 SECONDS = 60  # how long clients keep starting requests

@@ -13,7 +13,7 @@ from tests.prm_models import (
     build_shepherd_prm,
     build_token_prm,
 )
-from tts.engine.tiny import build_tiny_model
+from tts.models.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="session")

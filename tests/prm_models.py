@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification, Qwen2Config
 
-from tts.engine.tiny import build_tokenizer
-from tts.verifiers.prm_qwen import STEP_SEPARATOR, Qwen2ForProcessRewardModel
-from tts.verifiers.prm_shepherd import STEP_TAG
+from tts.models.tiny import build_tokenizer
+from tts.verifiers.prm.qwen import STEP_SEPARATOR, Qwen2ForProcessRewardModel
+from tts.verifiers.prm.shepherd import STEP_TAG
 
 HEAD_STD = 0.3
 MAX_POSITIONS = 512  # small, so the test of an over-long input stays cheap

@@ -17,7 +17,7 @@ import pytest
 from tts.cli import main
 from tts.data.progress import Progress
 from tts.engine import SamplingParams, load
-from tts.search.base import DEFAULT_INSTRUCTION, build_prompt
+from tts.prompts import DEFAULT_INSTRUCTION, build_prompt
 from tts.verifiers import math_equal
 
 BENCH = ["--backend", "hf", "--dataset", "gsm8k", "--strategy", "majority", "--device", "cpu"]

@@ -10,10 +10,10 @@ from tts.cli import main
 from tts.data.datasets import load_dataset
 from tts.data.jsonl import read_records
 from tts.data.synthetic import arith
-from tts.engine import BUILTIN, load, resolve_model
+from tts.engine import load
+from tts.models.builtin import BUILTIN, BUILTIN_PRM, resolve_model
 from tts.search import make_strategy
 from tts.verifiers import load_scorer, math_equal
-from tts.verifiers.prm import BUILTIN_PRM
 
 
 def test_builtin_is_a_small_qwen2_folder_with_a_card():

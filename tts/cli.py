@@ -412,7 +412,7 @@ def run(args: argparse.Namespace) -> None:
         )
         print(train_sft(config))
     elif args.command == "model":
-        from tts.engine.tiny import build_tiny_model
+        from tts.models.tiny import build_tiny_model
 
         print(build_tiny_model(args.out, family=args.family, seed=args.seed))
 

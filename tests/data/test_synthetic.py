@@ -20,7 +20,7 @@ from tts.data.synthetic import (
     trace,
 )
 from tts.errors import TTSError
-from tts.search.base import DEFAULT_INSTRUCTION
+from tts.prompts import DEFAULT_INSTRUCTION
 from tts.verifiers import extract_answer, math_equal
 
 CASES = [(task, d) for task, module in TASKS.items() for d in sorted(module.DIFFICULTIES)]

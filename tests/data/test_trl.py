@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # noqa: E402
 
 from tts.cli import main  # noqa: E402
-from tts.engine import resolve_model  # noqa: E402
+from tts.models.builtin import resolve_model  # noqa: E402
 from tts.train.sft import encode_conversation  # noqa: E402
 
 # Two problems each: easy ones the built-in model solves for the SFT set, harder ones it also

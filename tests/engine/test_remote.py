@@ -28,8 +28,8 @@ from tts.engine import SamplingParams, load
 from tts.engine.backend import encode_prompt
 from tts.engine.remote import PlainPrompts
 from tts.errors import TTSError
+from tts.prompts import build_prompt
 from tts.search import make_strategy
-from tts.search.base import build_prompt
 
 PROBLEM = "What is 7 * 8?"
 

@@ -30,8 +30,8 @@ from tests.engine.served import free_port, served  # noqa: E402
 from tts.engine import Backend, SamplingParams, load  # noqa: E402
 from tts.engine import vllm as vllm_backend  # noqa: E402
 from tts.engine.backend import encode_prompt  # noqa: E402
-from tts.engine.tiny import build_tiny_model  # noqa: E402
 from tts.errors import TTSError  # noqa: E402
+from tts.models.tiny import build_tiny_model  # noqa: E402
 
 BLOCK = 32  # tokens per KV block, the prefix cache's unit; vLLM's CPU kernels want a multiple of 32
 MAX_MODEL_LEN = 512

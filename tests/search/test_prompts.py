@@ -11,9 +11,9 @@ from transformers import AutoTokenizer
 
 from tests.search.toy import ToyBackend, ToyScorer
 from tts.data.synthetic import write_sft
-from tts.engine import BUILTIN
+from tts.models.builtin import BUILTIN
+from tts.prompts import DEFAULT_INSTRUCTION, build_prompt
 from tts.search import make_strategy
-from tts.search.base import DEFAULT_INSTRUCTION, build_prompt
 
 
 def test_a_problem_that_ends_with_the_instruction_does_not_get_it_twice(tmp_path):

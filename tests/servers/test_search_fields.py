@@ -10,7 +10,7 @@ import pytest
 
 from tts.search import StrategyConfig
 from tts.servers.schemas import ChatRequest, CompletionRequest, StreamOptions
-from tts.servers.thinking import SEARCH_FIELDS, Passed
+from tts.servers.search import SEARCH_FIELDS, Passed
 
 ASK = [{"role": "user", "content": "What is 2+2?"}]
 LENGTH = 24

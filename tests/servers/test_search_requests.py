@@ -13,8 +13,8 @@ import pytest
 from tts.data.synthetic import eval_set
 from tts.engine import load
 from tts.errors import TTSError
+from tts.prompts import DEFAULT_INSTRUCTION, problem_messages
 from tts.search import STRATEGIES
-from tts.search.base import DEFAULT_INSTRUCTION, problem_messages
 from tts.servers import ServerConfig, create_app, load_config
 from tts.servers.config import LIMITS, NO_LIMIT
 from tts.verifiers import extract_answer, load_scorer

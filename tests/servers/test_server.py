@@ -14,7 +14,7 @@ import pytest
 from tts.cli import main
 from tts.errors import TTSError
 from tts.servers import load_config
-from tts.servers.thinking import split_reasoning
+from tts.servers.search import split_reasoning
 
 EXAMPLE = Path(__file__).parents[2] / "configs" / "server.yaml"
 ASK = [{"role": "user", "content": "What is 2+2?"}]

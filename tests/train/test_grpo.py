@@ -13,8 +13,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tts.cli import main
 from tts.data.datasets import Problem, load_dataset
-from tts.engine import SamplingParams, load, resolve_model
+from tts.engine import SamplingParams, load
 from tts.errors import TTSError
+from tts.models.builtin import resolve_model
 from tts.train.grpo import (
     GRPOConfig,
     ProblemSampler,

@@ -16,7 +16,7 @@ import yaml
 from tests.train.resume import assert_same_weights, kill_after_a_checkpoint, training_log
 from tts.data.synthetic import arith, make_problem
 from tts.errors import TTSError
-from tts.search.base import build_prompt
+from tts.prompts import build_prompt
 from tts.train.prm import auroc, load_config, sibling_pairs, train_prm
 from tts.verifiers import load_scorer
 

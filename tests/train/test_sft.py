@@ -19,8 +19,9 @@ from tests.train.resume import (
     training_log,
 )
 from tts.data.jsonl import read_records
-from tts.engine import SamplingParams, load, resolve_model
+from tts.engine import SamplingParams, load
 from tts.errors import TTSError
+from tts.models.builtin import resolve_model
 from tts.train import loop
 from tts.train.curves import default_metrics
 from tts.train.loop import lr_at

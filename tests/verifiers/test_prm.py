@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, 
 
 from tts.errors import TTSError
 from tts.verifiers import OutcomeScorer, Scorer, load_scorer
-from tts.verifiers.prm_qwen import Qwen2ForProcessRewardModel
-from tts.verifiers.prm_shepherd import MathShepherdPRM
+from tts.verifiers.prm.qwen import Qwen2ForProcessRewardModel
+from tts.verifiers.prm.shepherd import MathShepherdPRM
 
 PROBLEM = "What is $7 * 8 - 14$?"
 STEPS = ["First, 7 * 8 = 56.", "Then 56 - 14 = 42.", "The answer is \\boxed{42}."]

@@ -26,9 +26,9 @@ from tts.data.progress import Progress, warn_demo_model
 from tts.engine import Backend, load
 from tts.errors import TTSError
 from tts.search import SearchResult, default_prm, make_strategy, strategy_label
-from tts.search.base import derive_seed
 from tts.search.select import vote
-from tts.verifiers import Scorer, math_equal
+from tts.seeds import derive_seed
+from tts.verifiers import Scorer, is_correct
 
 
 class BenchConfig(BaseModel):
@@ -107,9 +107,7 @@ def make_record(
     config: BenchConfig, problem: Problem, n: int, result: SearchResult
 ) -> dict[str, Any]:
     """One results row: the answer, its correctness, every candidate (graded) and usage."""
-    graded = [
-        c.answer is not None and math_equal(c.answer, problem.answer) for c in result.candidates
-    ]
+    graded = [is_correct(c.answer, problem.answer) for c in result.candidates]
     clusters = vote([c.answer for c in result.candidates])
     majority = result.candidates[clusters[0][0]].answer if clusters else None
     options = config.strategy_options(n, problem.id)
@@ -121,9 +119,9 @@ def make_record(
         "params": options | ({"prm": config.prm} if config.prm else {}),
         "answer": result.answer,
         "gold": problem.answer,
-        "correct": result.answer is not None and math_equal(result.answer, problem.answer),
+        "correct": is_correct(result.answer, problem.answer),
         "pass": any(graded),
-        "majority_correct": majority is not None and math_equal(majority, problem.answer),
+        "majority_correct": is_correct(majority, problem.answer),
         "candidates": [
             {
                 "text": c.text,

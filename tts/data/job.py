@@ -34,9 +34,10 @@ from tts.data.jsonl import RecordWriter, read_records
 from tts.data.progress import Progress, warn_demo_model
 from tts.engine import Backend, load
 from tts.errors import TTSError
+from tts.prompts import DEFAULT_INSTRUCTION
 from tts.search import Candidate, default_prm, make_strategy, strategy_label
-from tts.search.base import DEFAULT_INSTRUCTION, derive_seed
-from tts.verifiers import Scorer, math_equal
+from tts.seeds import derive_seed
+from tts.verifiers import Scorer, is_correct
 
 
 class JobConfig(BaseModel):
@@ -190,9 +191,7 @@ async def sample(
 async def grade(answers: list[str | None], gold: str) -> list[bool]:
     """Is each final answer equal to the gold one (`math_equal`; None is wrong)? Graded in a
     thread: sympy can take a while, and the backend should keep getting work meanwhile."""
-    return await asyncio.to_thread(
-        lambda: [answer is not None and math_equal(answer, gold) for answer in answers]
-    )
+    return await asyncio.to_thread(lambda: [is_correct(answer, gold) for answer in answers])
 
 
 def progress_path(out: Path) -> Path:

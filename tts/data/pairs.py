@@ -18,7 +18,7 @@ from pydantic import Field
 
 from tts.data.datasets import Problem
 from tts.data.job import Context, Job, ProblemOutput, SamplingJobConfig, count_table, sample
-from tts.search.base import problem_messages
+from tts.prompts import problem_messages
 
 
 class PairsConfig(SamplingJobConfig):

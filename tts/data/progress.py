@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tts.engine import BUILTIN, Backend, Completion, SamplingParams
+from tts.engine import Backend, Completion, SamplingParams
+from tts.models.builtin import BUILTIN
 
 
 class Progress:

@@ -26,8 +26,9 @@ from tts.data.filters import (
     shingles,
 )
 from tts.data.job import Context, Job, ProblemOutput, SamplingJobConfig, count_table, sample
+from tts.prompts import problem_messages
 from tts.search import Candidate
-from tts.search.base import derive_seed, problem_messages
+from tts.seeds import derive_seed
 
 FILTERS = (
     "no_answer",  # no final answer could be extracted

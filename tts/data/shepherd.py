@@ -44,7 +44,9 @@ from tts.data.datasets import Problem
 from tts.data.job import Context, Job, JobConfig, ProblemOutput, grade
 from tts.data.synthetic import TASKS, check_step
 from tts.engine import SamplingParams
-from tts.search.base import DEFAULT_INSTRUCTION, Usage, build_prompt, derive_seed
+from tts.prompts import DEFAULT_INSTRUCTION, build_prompt
+from tts.search.base import Usage
+from tts.seeds import derive_seed
 from tts.verifiers import extract_answer
 
 
@@ -58,7 +60,7 @@ class ShepherdConfig(JobConfig):
     max_steps: int = Field(40, ge=1, description="solutions with more steps are skipped")
     instruction: str = Field(DEFAULT_INSTRUCTION, description="appended to the problem")
 
-    def sampling(self, n: int, *seed_parts: object) -> SamplingParams:
+    def sampling_params(self, n: int, *seed_parts: object) -> SamplingParams:
         return SamplingParams(
             temperature=self.temperature,
             top_p=self.top_p,
@@ -97,7 +99,7 @@ async def reaches_gold(
     reach the gold answer."""
     so_far = "".join(step + config.step_delimiter for step in steps[: i + 1])
     completions = await context.backend.generate(
-        prompt + so_far, config.sampling(config.k, problem.id, index, i)
+        prompt + so_far, config.sampling_params(config.k, problem.id, index, i)
     )
     usage.add(completions)
     answers = [extract_answer(so_far + c.text) for c in completions]
@@ -138,7 +140,7 @@ async def label_steps(
 
 async def process(problem: Problem, config: ShepherdConfig, context: Context) -> ProblemOutput:
     prompt = build_prompt(context.backend.tokenizer, problem.problem, config.instruction)
-    solutions = await context.backend.generate(prompt, config.sampling(config.n, problem.id))
+    solutions = await context.backend.generate(prompt, config.sampling_params(config.n, problem.id))
     correct = await grade([extract_answer(s.text) for s in solutions], problem.answer)
     usage = Usage()
     stats = {"solutions": len(solutions), "truncated": 0, "too_many_steps": 0}

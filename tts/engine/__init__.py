@@ -10,8 +10,9 @@ import torch
 from tts.devices import resolve_device, resolve_dtype
 from tts.engine.backend import Backend, Completion, SamplingParams
 from tts.errors import TTSError
+from tts.models.builtin import resolve_model
 
-__all__ = ["Backend", "Completion", "SamplingParams", "load", "resolve_model", "BACKENDS"]
+__all__ = ["Backend", "Completion", "SamplingParams", "load", "BACKENDS"]
 
 # name -> "module:class"; imported on demand so that a backend's optional dependencies are only
 # needed by the users who pick it.
@@ -21,26 +22,6 @@ BACKENDS = {
     "remote": "tts.engine.remote:RemoteBackend",
     "vllm": "tts.engine.vllm:VLLMBackend",
 }
-
-
-# The small reasoning model that ships inside the package (trained by `tts train sft` on the
-# synthetic tasks; its card is README.md in that folder).
-BUILTIN = Path(__file__).resolve().parent.parent / "builtin"
-
-
-def resolve_model(model: str | Path) -> Path:
-    """The Hugging Face folder a model name stands for ("builtin": the shipped model), or a
-    one-line error saying what's wrong."""
-    if str(model) == "builtin":
-        if not (BUILTIN / "config.json").is_file():
-            raise TTSError(f"the built-in model is missing from this installation ({BUILTIN})")
-        return BUILTIN
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        raise TTSError(f"model folder not found: {model}")
-    if not (path / "config.json").is_file():
-        raise TTSError(f"not a Hugging Face model folder (no config.json): {model}")
-    return path
 
 
 def load(

@@ -8,7 +8,6 @@ generation treat them alike.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, runtime_checkable
 
@@ -16,10 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tts.engine import Backend, Completion, SamplingParams
 from tts.engine.backend import MAX_STOPS
+from tts.prompts import DEFAULT_INSTRUCTION, build_prompt
 from tts.verifiers import Scorer
-
-# The instruction Qwen2.5-Math and most open reasoning models are evaluated with.
-DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 class StrategyConfig(BaseModel):
@@ -57,7 +54,7 @@ class StrategyConfig(BaseModel):
             raise ValueError("top_k must be -1 (off) or >= 1")
         return top_k
 
-    def sampling(self, n: int = 1, **overrides: Any) -> SamplingParams:
+    def sampling_params(self, n: int = 1, **overrides: Any) -> SamplingParams:
         """The backend parameters for `n` samples under this config."""
         values = dict(
             temperature=self.temperature,
@@ -138,31 +135,6 @@ class Strategy(Protocol):
         scorer: Scorer | None = None,
         prompt: str | None = None,
     ) -> SearchResult: ...
-
-
-def derive_seed(seed: int | None, *parts: object) -> int | None:
-    """A seed for one part of a run (a problem, a node of a tree), the same whatever order the
-    parts run in; None stays None (unseeded)."""
-    if seed is None:
-        return None
-    digest = hashlib.sha256(":".join(map(str, (seed, *parts))).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def problem_messages(problem: str, instruction: str = DEFAULT_INSTRUCTION) -> list[dict[str, str]]:
-    """The chat messages that pose a problem: what strategies prompt with and what SFT data
-    trains on, so a model is asked at test time exactly as it was taught. A problem that already
-    ends with the instruction (as `tts data` records pose it) does not get it twice."""
-    posed = not instruction or problem.rstrip().endswith(instruction.strip())
-    return [{"role": "user", "content": problem if posed else f"{problem}\n{instruction}"}]
-
-
-def build_prompt(tokenizer: Any, problem: str, instruction: str = DEFAULT_INSTRUCTION) -> str:
-    """The prompt for a problem: the model's chat template if it has one, else plain text."""
-    messages = problem_messages(problem, instruction)
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return f"Question: {messages[0]['content']}\nAnswer:"
 
 
 def pose(tokenizer: Any, problem: str, instruction: str, prompt: str | None) -> str:

@@ -49,7 +49,7 @@ class BestOfN:
         config = self.config
         start, usage = time.perf_counter(), Usage()
         prompt = pose(backend.tokenizer, problem, config.instruction, prompt)
-        completions = await backend.generate(prompt, config.sampling(config.n))
+        completions = await backend.generate(prompt, config.sampling_params(config.n))
         usage.add(completions)
         steps = [
             [step for step in c.text.split(config.step_delimiter) if step.strip()] or [c.text]

@@ -36,7 +36,7 @@ class Majority:
     ) -> SearchResult:
         start, usage = time.perf_counter(), Usage()
         prompt = pose(backend.tokenizer, problem, self.config.instruction, prompt)
-        completions = await backend.generate(prompt, self.config.sampling(self.config.n))
+        completions = await backend.generate(prompt, self.config.sampling_params(self.config.n))
         usage.add(completions)
         answers = [extract_answer(c.text) for c in completions]
         clusters = vote(answers)

@@ -27,11 +27,11 @@ from tts.search.base import (
     SearchResult,
     StrategyConfig,
     Usage,
-    derive_seed,
     pose,
 )
 from tts.search.select import Selection, select
 from tts.search.tree import Node, SearchTree
+from tts.seeds import derive_seed
 from tts.verifiers import Aggregation, Scorer, aggregate, extract_answer, scorer_tokens
 
 
@@ -93,7 +93,7 @@ class StepSearch:
         steps = self.tree.steps(node)
         used = self.path_tokens(node)
         text = self.prompt + "".join(step + config.step_delimiter for step in steps)
-        params = config.sampling(
+        params = config.sampling_params(
             k,
             stop=(config.step_delimiter, *config.stop),
             max_tokens=max(min(config.max_step_tokens, config.max_tokens - used), 1),

@@ -24,8 +24,7 @@ from tts.servers.config import ServerConfig
 from tts.servers.errors import APIError, from_validation, install_handlers
 from tts.servers.lifecycle import Admission, unless_disconnected
 from tts.servers.metrics import Metrics, MetricsMiddleware
-from tts.servers.replies import Reply
-from tts.servers.sampling import (
+from tts.servers.plain import (
     chat_prompt,
     generate_all,
     open_stream,
@@ -34,9 +33,10 @@ from tts.servers.sampling import (
     plain_usage,
     sampling_params,
 )
+from tts.servers.replies import Reply
 from tts.servers.schemas import ChatRequest, CompletionRequest, check_json
+from tts.servers.search import plan_search, search_events, search_response
 from tts.servers.streaming import EventStream
-from tts.servers.thinking import plan_search, search_events, search_response
 from tts.verifiers import Scorer
 
 

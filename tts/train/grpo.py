@@ -43,7 +43,8 @@ from tts.devices import resolve_device
 from tts.engine import SamplingParams, load
 from tts.engine.backend import Completion, encode_prompt
 from tts.errors import TTSError
-from tts.search.base import DEFAULT_INSTRUCTION, build_prompt, derive_seed
+from tts.prompts import DEFAULT_INSTRUCTION, build_prompt
+from tts.seeds import derive_seed
 from tts.train.grpo_rewards import RewardConfig, group_rewards
 from tts.train.loop import (
     LoopConfig,
@@ -56,7 +57,7 @@ from tts.train.loop import (
     save,
 )
 from tts.train.policy_loss import LossConfig, group_advantages, informative_groups, policy_loss
-from tts.verifiers import math_equal
+from tts.verifiers import is_correct
 from tts.verifiers.extract import extract_answer
 
 
@@ -391,10 +392,7 @@ def evaluate(backend, tokenizer, config: GRPOConfig) -> dict[str, float]:
         prompt = build_prompt(tokenizer, problem.problem, config.instruction)
         params = config.sampling_params(config.eval_samples, "eval", problem.id)
         completions = await backend.generate(prompt, params)
-        right = [
-            (answer := extract_answer(c.text)) is not None and math_equal(answer, problem.answer)
-            for c in completions
-        ]
+        right = [is_correct(extract_answer(c.text), problem.answer) for c in completions]
         return sum(right) / len(right)
 
     async def every():

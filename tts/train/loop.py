@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from tts.data.jsonl import RecordWriter, read_records
 from tts.devices import resolve_device, resolve_dtype
-from tts.engine import resolve_model
 from tts.errors import TTSError, invalid_options
+from tts.models.builtin import resolve_model
 
 Example = TypeVar("Example")
 Config = TypeVar("Config", bound="LoopConfig")
@@ -105,7 +105,7 @@ def load_recipe(
 def model_folder(model: str) -> Path:
     """The folder a recipe's `model` names (a Hugging Face folder, or builtin), checked to hold
     a tokenizer: every loop resolves its model here, as every other command does through
-    `tts.engine.resolve_model`."""
+    `tts.models.builtin.resolve_model`."""
     folder = resolve_model(model)
     if not (folder / "tokenizer_config.json").is_file():
         raise TTSError(f"{model} has no tokenizer (tokenizer_config.json)")

@@ -5,7 +5,7 @@ Data: TRL's stepwise-supervision JSON Lines, as `tts data shepherd` writes it: `
 Model: a two-label token-classification head on a causal backbone (`AutoModelForTokenClassification`
 over a causal LM folder keeps the backbone and adds a new `score` head); the built-in model's
 backbone by default. Input: exactly what the scorer builds at search time,
-`tts.verifiers.prm_token.encode_stepwise` (TRL's `PRMTrainer.tokenize_row`: the problem, then each
+`tts.verifiers.prm.token.encode_stepwise` (TRL's `PRMTrainer.tokenize_row`: the problem, then each
 step followed by `step_separator`), so train and test never disagree on where a step ends. With
 `input: policy` it is the policy's own text instead (`encode_policy_text`: the problem in the
 backbone's chat template with the default instruction, as strategies prompt, and one
@@ -16,7 +16,7 @@ Loss: only at the token that ends each step. Hard targets: cross-entropy against
 soft targets: cross-entropy against (1 - s, s), s the step's Math-Shepherd soft estimate (Wang
 et al., 2024, Sec. 3.3, eq. 5; the paper trains on hard labels, soft ones are its ablation).
 
-`objective: implicit` trains an implicit PRM instead (`tts.verifiers.prm_implicit`; Yuan et al.,
+`objective: implicit` trains an implicit PRM instead (`tts.verifiers.prm.implicit`; Yuan et al.,
 2024): no head, the backbone stays a causal LM, and P(good) after a step is sigmoid(beta * the
 log-likelihood ratio of the solution so far against the untouched starting model; with
 `value: min`, of its worst step so far), with the same loss at the same positions. The paper
@@ -52,11 +52,11 @@ from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, 
 from tts.data.jsonl import iter_jsonl
 from tts.devices import resolve_device
 from tts.errors import TTSError
-from tts.search.base import build_prompt
+from tts.prompts import build_prompt
 from tts.train.loop import LoopConfig, load_recipe, model_folder, resume_state, run_loop, save
-from tts.verifiers.prm import PRM_CONFIG
-from tts.verifiers.prm_implicit import Value, step_values, token_log_ratios
-from tts.verifiers.prm_token import PROBLEM, encode_policy_text, encode_stepwise
+from tts.verifiers.prm.implicit import Value, step_values, token_log_ratios
+from tts.verifiers.prm.load import PRM_CONFIG
+from tts.verifiers.prm.token import PROBLEM, encode_policy_text, encode_stepwise
 
 # One example: token ids, the positions that end each step, the target at each (P(good)), and
 # the solution's first token (where an implicit PRM's sum starts).

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from tts.data.jsonl import iter_jsonl
-from tts.engine.tiny import CONFIG_CLASSES, build_tokenizer
 from tts.errors import TTSError
+from tts.models.tiny import CONFIG_CLASSES, build_tokenizer
 from tts.train.loop import (
     LoopConfig,
     load_recipe,
@@ -183,7 +183,7 @@ def evaluate(folder: Path, config: SFTConfig) -> float:
     from tts.data.datasets import load_dataset
     from tts.engine import load
     from tts.search import make_strategy
-    from tts.verifiers import math_equal
+    from tts.verifiers import is_correct
 
     problems = load_dataset(config.eval_dataset)
     backend = load(folder, backend="native", device=config.device)
@@ -193,9 +193,7 @@ def evaluate(folder: Path, config: SFTConfig) -> float:
         return await asyncio.gather(*(greedy.solve(p.problem, backend) for p in problems))
 
     results = asyncio.run(solve_all())
-    right = sum(
-        r.answer is not None and math_equal(r.answer, p.answer) for r, p in zip(results, problems)
-    )
+    right = sum(is_correct(r.answer, p.answer) for r, p in zip(results, problems))
     return right / len(problems)
 
 

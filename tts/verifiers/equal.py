@@ -72,6 +72,12 @@ _BELOW = re.compile(rf"[A-Za-z]\s*({_BOUND})(.+)")
 _COLUMN = re.compile(r"\\begin\{[pbBvV]?matrix\}([^&]*)\\end\{[pbBvV]?matrix\}", re.DOTALL)
 
 
+def is_correct(answer: str | None, gold: str) -> bool:
+    """Is an extracted final answer right? No answer (None) is wrong; otherwise `math_equal`.
+    Every grade in tts (benchmarks, data, rewards, training evals) is this one."""
+    return answer is not None and math_equal(answer, gold)
+
+
 def math_equal(pred: str, gold: str, timeout_s: float = TIMEOUT_S) -> bool:
     """True when `pred` states the same answer as `gold` (rules in the module docstring).
 

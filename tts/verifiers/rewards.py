@@ -9,7 +9,7 @@ long-CoT recipe of Yeo et al. (2025) feeds correctness into `cosine_length_rewar
 import math
 from collections.abc import Sequence
 
-from tts.verifiers.equal import math_equal
+from tts.verifiers.equal import is_correct
 from tts.verifiers.extract import extract_answer
 
 THINK_OPEN = "<think>"
@@ -25,7 +25,7 @@ def accuracy_reward(text: str, gold: str) -> float:
     the token budget, earns nothing.
     """
     pred = extract_answer(text)
-    return 1.0 if pred is not None and math_equal(pred, gold) else 0.0
+    return 1.0 if is_correct(pred, gold) else 0.0
 
 
 def format_reward(text: str) -> float:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tts.engine.tiny import build_tiny_model
+from tts.models.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="session")

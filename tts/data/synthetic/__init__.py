@@ -26,7 +26,7 @@ from tts.data.jsonl import RecordWriter, read_records
 from tts.data.synthetic import arith, countdown
 from tts.data.synthetic.traces import long_trace, short_trace
 from tts.errors import TTSError
-from tts.search.base import problem_messages
+from tts.prompts import problem_messages
 
 Style = Literal["short", "long"]
 EVAL_SIZE = 200  # problems per eval set unless the spec says otherwise

@@ -24,8 +24,8 @@ from tts.search import SearchResult, Strategy, make_strategy
 from tts.search.budget import TokenBudget
 from tts.servers.config import ServerConfig
 from tts.servers.errors import APIError
+from tts.servers.plain import chat_prompt
 from tts.servers.replies import Reply, usage
-from tts.servers.sampling import chat_prompt
 from tts.servers.schemas import NO_OPS, ChatRequest, CompletionRequest
 from tts.servers.streaming import DONE, error_event, event, keepalive
 from tts.verifiers import Scorer

@@ -29,8 +29,8 @@ from typing import Literal
 import torch
 from transformers import AutoModelForCausalLM
 
-from tts.verifiers.prm_batching import BatchedScorer
-from tts.verifiers.prm_token import encode_policy_text
+from tts.verifiers.prm.batching import BatchedScorer
+from tts.verifiers.prm.token import encode_policy_text
 
 
 def token_log_ratios(

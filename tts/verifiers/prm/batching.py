@@ -35,7 +35,7 @@ class BatchedScorer:
       - `step_probabilities(input_ids, attention_mask, rows, cols, starts) -> Tensor`: float32,
         shape (len(rows),), the probability that the step scored at token (rows[k], cols[k]) is
         good; starts[r] is row r's solution start, which only a score that sums over the
-        solution's tokens reads (`tts.verifiers.prm_implicit`).
+        solution's tokens reads (`tts.verifiers.prm.implicit`).
 
     Inputs longer than `max_positions` are refused with a `TTSError` rather than truncated:
     cutting the left drops the problem and the early steps' score positions, cutting the right

@@ -1,9 +1,9 @@
 """Load a process reward model from a Hugging Face folder, whichever of four formats it has.
 
-- token classification, as TRL's `PRMTrainer` saves it (`tts.verifiers.prm_token`);
-- an implicit PRM, a causal LM read against a reference LM (`tts.verifiers.prm_implicit`);
-- a Math-Shepherd causal LM, scored by "+" / "-" at a step tag (`tts.verifiers.prm_shepherd`);
-- Qwen2.5-Math-PRM, `Qwen2ForProcessRewardModel` (`tts.verifiers.prm_qwen`).
+- token classification, as TRL's `PRMTrainer` saves it (`tts.verifiers.prm.token`);
+- an implicit PRM, a causal LM read against a reference LM (`tts.verifiers.prm.implicit`);
+- a Math-Shepherd causal LM, scored by "+" / "-" at a step tag (`tts.verifiers.prm.shepherd`);
+- Qwen2.5-Math-PRM, `Qwen2ForProcessRewardModel` (`tts.verifiers.prm.qwen`).
 
 The format comes from `config.json`, or from `prm_config.json` beside it when that names one.
 `prm_config.json` (written by `tts train prm`; every key optional):
@@ -30,19 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from transformers import AutoTokenizer
 
 from tts.devices import DEVICE_THREAD, resolve_device, resolve_dtype
-from tts.engine import BUILTIN
 from tts.errors import TTSError, invalid_options
-from tts.verifiers.prm_batching import BatchedScorer
-from tts.verifiers.prm_implicit import ImplicitPRM, Value
-from tts.verifiers.prm_qwen import QwenPRM
-from tts.verifiers.prm_shepherd import BAD_TOKEN, GOOD_TOKEN, STEP_TAG, MathShepherdPRM
-from tts.verifiers.prm_token import TRL_STEP_SEPARATOR, TokenClassificationPRM
+from tts.models.builtin import BUILTIN, BUILTIN_PRM
+from tts.verifiers.prm.batching import BatchedScorer
+from tts.verifiers.prm.implicit import ImplicitPRM, Value
+from tts.verifiers.prm.qwen import QwenPRM
+from tts.verifiers.prm.shepherd import BAD_TOKEN, GOOD_TOKEN, STEP_TAG, MathShepherdPRM
+from tts.verifiers.prm.token import TRL_STEP_SEPARATOR, TokenClassificationPRM
 
 PRM_CONFIG = "prm_config.json"
-
-# The PRM that ships inside the package (`--prm builtin`, trained by `tts train prm` on the
-# built-in model's own samples; its card is README.md in that folder).
-BUILTIN_PRM = Path(__file__).resolve().parent.parent / "builtin_prm"
 
 Format = Literal["token_classification", "implicit_prm", "math_shepherd", "qwen_prm"]
 

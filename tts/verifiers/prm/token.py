@@ -26,7 +26,7 @@ import torch
 from transformers import AutoModelForTokenClassification
 
 from tts.errors import TTSError
-from tts.verifiers.prm_batching import BatchedScorer
+from tts.verifiers.prm.batching import BatchedScorer
 
 TRL_STEP_SEPARATOR = "\n"  # trl.PRMConfig.step_separator's default
 

@@ -18,7 +18,7 @@ from transformers import Qwen2Config, Qwen2Model
 from transformers.models.qwen2.modeling_qwen2 import Qwen2PreTrainedModel
 
 from tts.errors import TTSError
-from tts.verifiers.prm_batching import BatchedScorer
+from tts.verifiers.prm.batching import BatchedScorer
 
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 STEP_SEPARATOR = "<extra_0>"

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tts.errors import TTSError
-from tts.verifiers.prm_batching import BatchedScorer
+from tts.verifiers.prm.batching import BatchedScorer
 
 STEP_TAG = "ки"
 GOOD_TOKEN = "+"
