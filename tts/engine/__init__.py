@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,7 +31,7 @@ def load(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     tokenizer: str | Path | None = None,
-    **opts,
+    **opts: Any,
 ) -> Backend:
     """Load `model` (a Hugging Face folder; for `remote`, the server's URL) into the named backend.
 

@@ -23,7 +23,7 @@ from itertools import chain
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForTokenClassification
+from transformers import AutoModelForTokenClassification, PreTrainedTokenizerBase
 
 from tts.errors import TTSError
 from tts.verifiers.prm.batching import BatchedScorer
@@ -32,7 +32,10 @@ TRL_STEP_SEPARATOR = "\n"  # trl.PRMConfig.step_separator's default
 
 
 def encode_stepwise(
-    tokenizer, problem: str, steps: list[str], separator: str = TRL_STEP_SEPARATOR
+    tokenizer: PreTrainedTokenizerBase,
+    problem: str,
+    steps: list[str],
+    separator: str = TRL_STEP_SEPARATOR,
 ) -> tuple[list[int], list[int]]:
     """Token ids and labelled positions exactly as TRL's `PRMTrainer.tokenize_row` builds them.
 
@@ -60,7 +63,11 @@ PROBLEM = "{problem}"  # where a prompt template takes the problem
 
 
 def encode_policy_text(
-    tokenizer, problem: str, steps: list[str], separator: str, prompt_template: str
+    tokenizer: PreTrainedTokenizerBase,
+    problem: str,
+    steps: list[str],
+    separator: str,
+    prompt_template: str,
 ) -> tuple[list[int], list[int], int]:
     """Token ids, labelled positions and the solution's first token of the text the policy
     wrote, tokenized as one string.
