@@ -22,29 +22,15 @@ Search and benchmarks read only the length of `token_ids`, which 1 and 2 give ex
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
-import random
-import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-import httpx
 from transformers import AutoTokenizer
 
 from tts.engine.backend import Completion, FinishReason, SamplingParams
+from tts.engine.retrying_client import ClientError, RetryingClient
 from tts.errors import TTSError
-
-MAX_BACKOFF_S = 30.0  # the longest wait between two attempts, Retry-After included
-
-
-class ClientError(TTSError):
-    """The server refused a request as malformed (a 4xx other than 429): not worth retrying."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason  # the server's own words
 
 
 class PlainPrompts:
@@ -60,12 +46,9 @@ class RemoteBackend:
     url: the server, with or without the trailing `/v1` (`http://127.0.0.1:8000`).
     tokenizer: a local Hugging Face folder holding the served model's tokenizer, whose chat
         template strategies use to build prompts; None: `PlainPrompts`.
-    api_key: sent as `Authorization: Bearer`.
     model_name: the `model` field of each request; None: the first id of `GET /v1/models`.
-    max_connections: most HTTP connections open at once; more requests wait for one.
-    retries: further attempts after a connection error, a 429 or a 5xx answer; before attempt
-        k+1 it waits the server's Retry-After, else between half and all of `backoff * 2**k` s.
-    timeout: seconds one attempt may take (connecting: at most 10).
+    api_key, max_connections, retries, timeout, backoff: how requests are sent and retried
+        (see `RetryingClient`).
     """
 
     def __init__(
@@ -84,13 +67,10 @@ class RemoteBackend:
             raise TTSError(f"remote backend needs an http:// or https:// URL, got {url!r}")
         self.url = url.removesuffix("/v1")
         self.tokenizer = _load_tokenizer(tokenizer) if tokenizer is not None else PlainPrompts()
-        self.api_key, self.model_name = api_key, model_name
-        self.max_connections, self.retries = max_connections, retries
-        self.timeout, self.backoff = timeout, backoff
+        self.model_name = model_name
+        self.http = RetryingClient(self.url, api_key, max_connections, retries, timeout, backoff)
         self.ask_token_ids = True  # False once the server has refused `return_token_ids`
         self._warned_recount = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._http: httpx.AsyncClient | None = None
 
     async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
         """One POST /v1/completions. Cancelling it closes the connection, which the server
@@ -102,14 +82,14 @@ class RemoteBackend:
         if self.ask_token_ids:
             body["return_token_ids"] = True
         try:
-            data = await self._request("POST", "/v1/completions", body)
+            data = await self.http.request("POST", "/v1/completions", body)
         except ClientError as error:
             if "return_token_ids" not in body or "return_token_ids" not in error.reason:
                 raise
             # A server that knows only OpenAI's fields may refuse vLLM's by name: count without.
             self.ask_token_ids = False
             del body["return_token_ids"]
-            data = await self._request("POST", "/v1/completions", body)
+            data = await self.http.request("POST", "/v1/completions", body)
         try:
             choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
             return [self._completion(c, data.get("usage") or {}, len(choices)) for c in choices]
@@ -118,63 +98,15 @@ class RemoteBackend:
 
     async def aclose(self) -> None:
         """Close the pooled connections of the current event loop's client."""
-        if self._http is not None and self._loop is asyncio.get_running_loop():
-            await self._http.aclose()
-        self._loop = self._http = None
+        await self.http.aclose()
 
     async def _default_model(self) -> str:
-        data = await self._request("GET", "/v1/models")
+        data = await self.http.request("GET", "/v1/models")
         try:
             self.model_name = data["data"][0]["id"]
         except (KeyError, IndexError, TypeError):
             raise TTSError(f"{self.url}/v1/models lists no model; pass model_name") from None
         return self.model_name
-
-    def _client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            # Pooled connections belong to the event loop that opened them, and each
-            # asyncio.run makes a new one; the old loop's client goes with its loop.
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            limits = httpx.Limits(
-                max_connections=self.max_connections,
-                max_keepalive_connections=self.max_connections,
-            )
-            self._http = httpx.AsyncClient(
-                base_url=self.url,
-                headers=headers,
-                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-                limits=limits,
-            )
-            self._loop = loop
-        return self._http
-
-    async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
-        """The JSON answer, after retrying what may pass (connection errors, 429, 5xx); any
-        other 4xx is the request's fault and raises at once with the server's message."""
-        client, problem = self._client(), ""
-        for attempt in range(self.retries + 1):
-            wait = None
-            try:
-                response = await client.request(method, path, json=body)
-            except httpx.TransportError as error:
-                problem = f"{type(error).__name__} {error}".strip()
-            else:
-                if response.is_success:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise TTSError(f"{self.url}{path}: answered with non-JSON") from None
-                reason = _error_message(response)
-                problem = f"HTTP {response.status_code}: {reason}"
-                if response.status_code != 429 and response.status_code < 500:
-                    raise ClientError(f"{self.url}{path}: {problem}", reason)
-                wait = _retry_after(response)
-            if attempt < self.retries:
-                if wait is None:  # jitter, so that concurrent callers spread their retries
-                    wait = self.backoff * 2**attempt * random.uniform(0.5, 1.0)
-                await asyncio.sleep(min(wait, MAX_BACKOFF_S))
-        raise TTSError(f"{self.url}{path}: {problem} (gave up after {self.retries + 1} attempts)")
 
     def _completion(self, choice: dict, usage: dict, num_choices: int) -> Completion:
         extra = choice.get("tts") or {}  # per-choice counts, from `tts serve`
@@ -284,28 +216,3 @@ def _token_id(token: str) -> int | None:
     """N from vLLM's "token_id:N"."""
     prefix, _, number = token.partition("token_id:")
     return int(number) if not prefix and number.isdigit() else None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """The seconds a Retry-After header asks for (a number or an HTTP date), if any."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _error_message(response: httpx.Response) -> str:
-    """The server's own words: OpenAI's error object, FastAPI's detail, or the body, one line."""
-    try:
-        data = response.json()
-        message = data.get("error", {}).get("message") or data.get("detail") or data
-    except (ValueError, AttributeError):
-        message = response.text or response.reason_phrase
-    return " ".join(str(message).split())[:300]

@@ -6,7 +6,8 @@ it), which on CPU it starts with the `spawn` method: a script that loads this ba
 loop it first runs in, while tts callers may start several loops one after another (each
 `asyncio.run`); so the engine lives in an event loop of its own on a background thread, and
 `generate` hands each request over to it. Cancelling `generate` cancels the request's task
-there, and `AsyncLLM.generate` aborts a cancelled request in the engine.
+there, and `AsyncLLM.generate` aborts a cancelled request in the engine. The backend's options
+become vLLM's engine config in `vllm_config.py`.
 
 A request for n samples goes to vLLM as n requests of one sample each, sample i seeded with
 seed + i, which is what vLLM itself does with n > 1 and a seed (and tts's convention); asking
@@ -26,8 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from pydantic import ValidationError
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoTokenizer
 
 from tts.engine.backend import (
     Completion,
@@ -38,26 +38,23 @@ from tts.engine.backend import (
     eos_token_ids,
     truncate_at_stop,
 )
-from tts.errors import TTSError, invalid_options
+from tts.errors import TTSError
 
 try:
     from vllm import SamplingParams as VLLMSamplingParams
     from vllm import TokensPrompt
-    from vllm.config import SchedulerConfig, VllmConfig
+    from vllm.config import VllmConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.exceptions import VLLMValidationError
     from vllm.outputs import CompletionOutput, RequestOutput
-    from vllm.platforms import current_platform
     from vllm.sampling_params import RequestOutputKind
-    from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
+
+    from tts.engine.vllm_config import engine_config
 except (ImportError, RuntimeError) as error:  # an optional extra; a torchvision that does not
     _IMPORT_ERROR: Exception | None = error  # match torch breaks vLLM's import with either
 else:
     _IMPORT_ERROR = None
-
-# vLLM's own CPU default reserves gpu_memory_utilization (0.9) of the NUMA node's memory.
-CPU_KV_CACHE_GIB = 1.0
 
 T = TypeVar("T")
 
@@ -96,45 +93,18 @@ class VLLMBackend:
         if _IMPORT_ERROR is not None:
             cause = str(_IMPORT_ERROR).splitlines()[0]
             raise TTSError(f"the vllm backend needs vLLM ({cause}): pip install 'tts[vllm]'")
-        device = torch.device(device)
-        if device.type != current_platform.device_type:
-            raise TTSError(
-                f"this vLLM build runs on {current_platform.device_type}, not {device.type}"
-            )
-        if device.type == "cpu":
-            _check_cpu_kernels(model_dir, block_size)
-            kv_cache_gib = CPU_KV_CACHE_GIB if kv_cache_gib is None else kv_cache_gib
-            if "enable_chunked_prefill" not in engine_args:
-                # vLLM 0.32's CPU worker dies ("CPU Generator does not use offset") when a
-                # seeded request's prompt is split over steps: prefill each prompt in one step.
-                engine_args["enable_chunked_prefill"] = False
-                longest = (
-                    max_model_len or AutoConfig.from_pretrained(model_dir).max_position_embeddings
-                )
-                default = SchedulerConfig.DEFAULT_MAX_NUM_BATCHED_TOKENS  # as vLLM does it for MLA
-                max_num_batched_tokens = max(max_num_batched_tokens or default, longest)
-        if kv_cache_gib is not None and kv_cache_gib <= 0:
-            raise TTSError(f"kv_cache_gib must be > 0, got {kv_cache_gib}")
-        sizes = {
-            "block_size": block_size,
-            "max_num_seqs": max_num_seqs,
-            "max_num_batched_tokens": max_num_batched_tokens,
-            "max_model_len": max_model_len,
-            "kv_cache_memory_bytes": None if kv_cache_gib is None else int(kv_cache_gib * 2**30),
-            "device_ids": None if device.index is None else [device.index],
-        }
-        args = {
-            "model": str(model_dir),
-            "dtype": str(dtype).removeprefix("torch."),
-            "enforce_eager": enforce_eager,
-            "enable_prefix_caching": True,
-            # Logprobs of the model's own distribution, before temperature and top-p.
-            "logprobs_mode": "raw_logprobs",
-            "disable_log_stats": True,  # a log line every few seconds otherwise
-            **{k: v for k, v in sizes.items() if v is not None},
-            **engine_args,
-        }
-        vllm_args, config = _engine_config(args)
+        vllm_args, config = engine_config(
+            model_dir,
+            device,
+            dtype,
+            block_size,
+            kv_cache_gib,
+            max_num_seqs,
+            max_num_batched_tokens,
+            max_model_len,
+            enforce_eager,
+            engine_args,
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         # EOS as tts's other backends see it (vLLM's own set adds the tokenizer's EOS to the
         # generation config's): vLLM is asked to ignore its EOS and stop at these ids instead.
@@ -249,19 +219,6 @@ class VLLMBackend:
         )
 
 
-def _engine_config(args: dict[str, Any]) -> tuple[AsyncEngineArgs, VllmConfig]:
-    """vLLM's engine arguments and config, or a one-line error naming the bad option."""
-    try:
-        engine_args = AsyncEngineArgs(**args)
-        return engine_args, engine_args.create_engine_config(UsageContext.ENGINE_CONTEXT)
-    except TypeError as error:  # an unknown keyword
-        raise TTSError(f"bad vllm backend option: {error}") from None
-    except ValidationError as error:
-        raise invalid_options("vllm backend options", error) from None
-    except ValueError as error:
-        raise TTSError(f"bad vllm backend options: {' '.join(str(error).split())}") from None
-
-
 async def _start_engine(args: AsyncEngineArgs, config: VllmConfig) -> AsyncLLM:
     # Built inside the engine's loop, so that vLLM's output tasks start on it.
     return AsyncLLM.from_vllm_config(
@@ -269,26 +226,6 @@ async def _start_engine(args: AsyncEngineArgs, config: VllmConfig) -> AsyncLLM:
         enable_log_requests=args.enable_log_requests,
         disable_log_stats=args.disable_log_stats,
     )
-
-
-def _check_cpu_kernels(model_dir: str | Path, block_size: int | None) -> None:
-    """vLLM's CPU attention kernels exist for a few head sizes and block sizes only: refuse
-    others here, in one line, rather than in a worker process's traceback."""
-    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
-    config = AutoConfig.from_pretrained(model_dir)
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    supported = CPUAttentionBackend.get_supported_head_sizes()
-    if head_dim not in supported:
-        raise TTSError(
-            f"vLLM's CPU attention needs a head_dim in {supported}; this model's is {head_dim}"
-        )
-    (unit,) = CPUAttentionBackend.get_supported_kernel_block_sizes()  # MultipleOf(32)
-    if block_size is not None and block_size % unit.base:
-        raise TTSError(
-            f"vLLM's CPU attention needs a block_size that is a multiple of {unit.base}, "
-            f"got {block_size}"
-        )
 
 
 def _logprobs(sample: CompletionOutput) -> list[dict[int, float]]:

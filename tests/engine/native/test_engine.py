@@ -326,7 +326,7 @@ def test_a_failed_step_fails_every_request_in_flight_and_the_engine_goes_on(
     texts = prompts(4)
     expected = [r[0].token_ids for r in generate_all(engine, texts, params)]
     target, name = (
-        (engine.runner, "run") if site == "model runner" else (engine.scheduler, "postprocess")
+        (engine.runner, "run") if site == "model runner" else (engine.core.scheduler, "postprocess")
     )
     real, calls = getattr(target, name), []
 

@@ -1,0 +1,34 @@
+"""The native engine's sizes, checked once when the engine is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Sizes of the native engine.
+
+    block_size: tokens per KV block; small blocks let search branches share more.
+    num_blocks: KV blocks in the pool; None sizes the pool from kv_cache_gib.
+    kv_cache_gib: memory for the KV cache, in GiB, when num_blocks is None; None: 1 GiB on
+        CPU, 80% of the accelerator memory left after loading the weights.
+    max_num_seqs: most sequences running at once.
+    max_num_batched_tokens: most tokens computed in one step (the prefill chunk budget).
+    check_integrity: verify the block bookkeeping after every step (tests; slow).
+    """
+
+    block_size: int = 16
+    num_blocks: int | None = None
+    kv_cache_gib: float | None = None
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    check_integrity: bool = False
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or (self.num_blocks is not None and self.num_blocks < 1):
+            raise ValueError("block_size and num_blocks must be >= 1")
+        if (self.kv_cache_gib is not None and self.kv_cache_gib <= 0) or min(
+            self.max_num_seqs, self.max_num_batched_tokens
+        ) < 1:
+            raise ValueError("kv_cache_gib, max_num_seqs and max_num_batched_tokens must be > 0")
