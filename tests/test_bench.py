@@ -215,6 +215,16 @@ def test_resuming_with_other_settings_is_refused(tiny_llama, tmp_path, capsys):
     assert "other settings (max_tokens)" in str(exit_info.value.code)
 
 
+def test_results_without_their_settings_are_refused(tiny_llama, tmp_path, capsys):
+    row = {"problem_id": "gsm8k-test-0", "strategy": "majority", "n": 1}
+    (tmp_path / "results.jsonl").write_bytes(orjson.dumps(row) + b"\n")
+    args = ["bench", "--model", str(tiny_llama), *BENCH, "--n", "1", "--limit", "1"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--out", str(tmp_path)])
+    error = str(exit_info.value.code)
+    assert "holds records but no run.json beside it" in error and "\n" not in error
+
+
 def test_several_strategies_share_a_folder_and_a_figure(
     tiny_llama, tiny_prm_token, tmp_path, capsys
 ):

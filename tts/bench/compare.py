@@ -27,7 +27,7 @@ from tts.bench.run import BenchConfig, run_bench, with_wall_seconds
 from tts.data.datasets import load_dataset
 from tts.data.jsonl import read_records
 from tts.data.progress import warn_demo_model
-from tts.engine import load
+from tts.data.units import open_context
 from tts.errors import TTSError
 from tts.search import default_prm, make_strategy
 
@@ -91,25 +91,17 @@ def run_compare(
     if report:
         for line in table.header():
             report(line)
-    backend = scorer = None
+    pending = [plan for plan in plans if not _finished(base, wanted, plan)]
+    context = None
+    if pending:
+        # One model for every plan, and one PRM for every plan that scores: they all have the
+        # same (the base's, else the built-in one).
+        warn_demo_model(base.model, base.dataset)
+        context = open_context(next((plan for plan in pending if plan.prm), pending[0]))
     rows = []
     for config in plans:
-        done = {r["problem_id"] for r in _records(base, wanted, config)}
-        if not wanted <= done:
-            if backend is None:
-                warn_demo_model(base.model, base.dataset)
-                backend = load(
-                    base.model,
-                    base.backend,
-                    device=base.device,
-                    dtype=base.dtype,
-                    tokenizer=base.tokenizer,
-                )
-            if config.prm and scorer is None:  # every plan that scores has the same PRM
-                from tts.verifiers import load_scorer
-
-                scorer = load_scorer(config.prm, device=base.device, dtype=base.dtype)
-            run_bench(config, backend, scorer if config.prm else None)
+        if context is not None and config in pending:
+            run_bench(config, context.backend, context.scorer if config.prm else None)
         rows += with_wall_seconds(summarize(_records(base, wanted, config)), base.out)
         if report:
             report(table.line(rows[-1]))
@@ -130,3 +122,8 @@ def _records(base: BenchConfig, wanted: set[str], plan: BenchConfig) -> list[dic
         for r in read_records(base.out / "results.jsonl")
         if r["problem_id"] in wanted and r["strategy"] == plan.label and r["n"] == plan.ns[0]
     ]
+
+
+def _finished(base: BenchConfig, wanted: set[str], plan: BenchConfig) -> bool:
+    """Does the folder hold a row of `plan` for every problem `wanted`?"""
+    return wanted <= {r["problem_id"] for r in _records(base, wanted, plan)}

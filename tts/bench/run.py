@@ -1,11 +1,13 @@
 """Running a benchmark: every (problem, strategy, n) row solved once, appended, resumable.
 
-Each row goes to `OUT/results.jsonl` as soon as it is solved, flushed, so a run can be killed at
-any moment and the same command continues where it stopped. Every row's sampling seed derives
-from the run seed, the problem id and n, never from the order in which rows run, so a resumed
-run writes the same rows as an uninterrupted one. One folder can hold several strategies (run
-the command once per strategy): they share the model, dataset and sampling settings, which is
-what makes them comparable in one table and one figure.
+Each (problem, n) row is a unit of the resumable runner (`tts.data.runner`), and goes to
+`OUT/results.jsonl` as soon as it is solved, flushed, so a run can be killed at any moment and
+the same command continues where it stopped (`tts.data.ledger.RowLedger`: each row marks itself
+done; `OUT/run.json` pins the settings). Every row's sampling seed derives from the run seed,
+the problem id and n, never from the order in which rows run, so a resumed run writes the same
+rows as an uninterrupted one. One folder can hold several strategies (run the command once per
+strategy): they share the model, dataset and sampling settings, which is what makes them
+comparable in one table and one figure.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tts.bench.report import summarize
-from tts.data.datasets import Problem, load_dataset
-from tts.data.jsonl import RecordWriter, read_records
-from tts.data.progress import Progress, warn_demo_model
-from tts.engine import Backend, load
+from tts.bench.report import plot, summarize
+from tts.data.datasets import load_dataset
+from tts.data.jsonl import read_records
+from tts.data.ledger import RowLedger
+from tts.data.problem import Problem
+from tts.data.runner import run_units
+from tts.data.units import Context, Unit, UnitOutput
+from tts.engine import Backend
 from tts.errors import TTSError
 from tts.search import SearchResult, default_prm, make_strategy, strategy_label
 from tts.search.select import vote
@@ -84,25 +89,6 @@ class BenchConfig(BaseModel):
         }
 
 
-def check_identity(config: BenchConfig, has_results: bool) -> None:
-    """Refuse to add to results made with other settings; record the settings otherwise."""
-    run_file = config.out / "run.json"
-    identity = config.identity()
-    if has_results and run_file.exists():
-        previous = orjson.loads(run_file.read_bytes())
-        changed = sorted(
-            k for k in identity.keys() | previous.keys() if identity.get(k) != previous.get(k)
-        )
-        if changed:
-            raise TTSError(
-                f"{config.out} holds a run with other settings ({', '.join(changed)}); "
-                "use another --out or the same settings"
-            )
-    else:
-        config.out.mkdir(parents=True, exist_ok=True)
-        run_file.write_bytes(orjson.dumps(identity, option=orjson.OPT_INDENT_2))
-
-
 def make_record(
     config: BenchConfig, problem: Problem, n: int, result: SearchResult
 ) -> dict[str, Any]:
@@ -138,41 +124,14 @@ def make_record(
     }
 
 
-async def _solve_all(
-    config: BenchConfig,
-    backend: Backend,
-    scorer: Scorer | None,
-    jobs: list[tuple[Problem, int]],
-    writer: RecordWriter,
-) -> float:
-    """Solve every row, the rows of one budget after another, adding the wall time of each
-    budget's rows to OUT/timings.json as they finish (rows of every n at once would share one
-    wall time, and no row would have a throughput of its own); return the seconds it took."""
-    gate = asyncio.Semaphore(config.concurrency)
-    progress = Progress(sum(n for _, n in jobs), f"bench {config.label} on {config.dataset}")
-
-    async def solve(problem: Problem, n: int) -> None:
-        strategy = make_strategy(config.strategy, **config.strategy_options(n, problem.id))
-        async with gate:
-            tracked = progress.track(backend, n)
-            result = await strategy.solve(problem.problem, tracked, scorer)
-        # Grading runs sympy; off the event loop so the backend keeps getting work.
-        record = await asyncio.to_thread(make_record, config, problem, n, result)
-        writer.write(record)
-        tracked.settle()
-
-    total = 0.0
-    try:
-        for budget in sorted({n for _, n in jobs}):
-            rows = [problem for problem, n in jobs if n == budget]
-            started = time.perf_counter()
-            await asyncio.gather(*(solve(problem, budget) for problem in rows))
-            seconds = time.perf_counter() - started
-            add_timing(config.out, f"{config.label} n={budget}", seconds, len(rows))
-            total += seconds
-    finally:
-        progress.close()
-    return total
+async def solve_row(row: tuple[Problem, int], config: BenchConfig, context: Context) -> UnitOutput:
+    """One row: the strategy at budget n on the problem; the row is also its own statistics."""
+    problem, n = row
+    strategy = make_strategy(config.strategy, **config.strategy_options(n, problem.id))
+    result = await strategy.solve(problem.problem, context.backend, context.scorer)
+    # Grading runs sympy; off the event loop so the backend keeps getting work.
+    record = await asyncio.to_thread(make_record, config, problem, n, result)
+    return UnitOutput([record], record)
 
 
 def add_timing(out: Path, key: str, seconds: float, rows: int) -> None:
@@ -205,32 +164,33 @@ def run_bench(
     """Run (or resume) the benchmark; write results.jsonl, timings.json and summary.json (and
     the figure); return the summary rows of every strategy in the folder, for these problems and
     budgets. A caller running several benchmarks passes the loaded `backend` (and `scorer`) to
-    each, and has said what a run of the built-in model means (`warn_demo_model`)."""
+    each, and has said what a run of the built-in model means (`warn_demo_model`).
+
+    The rows of one budget run together, one budget after another, and each budget's wall time
+    is added to OUT/timings.json as it finishes: rows of every n at once would share one wall
+    time, and no row would have a throughput of its own."""
     if not config.ns or min(config.ns) < 1:
         raise TTSError(f"every n must be >= 1, got {config.ns}")
     for n in config.ns:  # bad options fail before any model loads
         make_strategy(config.strategy, **config.strategy_options(n, ""))
     problems = load_dataset(config.dataset, config.limit)
     results_path = config.out / "results.jsonl"
-    done = {(r["problem_id"], r["strategy"], r["n"]) for r in read_records(results_path)}
-    check_identity(config, has_results=bool(done))
-    jobs = [(p, n) for p in problems for n in config.ns if (p.id, config.label, n) not in done]
+
+    def unit_of(row: dict[str, Any]) -> tuple[str, int] | None:
+        return (row["problem_id"], row["n"]) if row["strategy"] == config.label else None
+
+    ledger = RowLedger(results_path, config.out / "run.json", config.identity(), unit_of)
+    units = [Unit((p.id, n), (p, n), samples=n, wave=n) for n in config.ns for p in problems]
+    spent = {"seconds": 0.0, "rows": 0}
+
+    def timed(n: int, seconds: float, rows: int) -> None:
+        add_timing(config.out, f"{config.label} n={n}", seconds, rows)
+        spent["seconds"] += seconds
+        spent["rows"] += rows
+
     started = time.perf_counter()
-    solving = 0.0
-    if jobs:
-        if backend is None:
-            warn_demo_model(config.model, config.dataset)
-            backend = load(
-                config.model,
-                config.backend,
-                device=config.device,
-                dtype=config.dtype,
-                tokenizer=config.tokenizer,
-            )
-        if scorer is None and config.prm:
-            scorer = _load_scorer(config)
-        with RecordWriter(results_path) as writer:
-            solving = asyncio.run(_solve_all(config, backend, scorer, jobs, writer))
+    name = f"bench {config.label} on {config.dataset}"
+    run_units(name, units, solve_row, config, ledger, backend, scorer, on_wave=timed)
     wanted = {p.id for p in problems}
     records = [r for r in read_records(results_path) if r["problem_id"] in wanted]
     rows = with_wall_seconds(summarize(records), config.out)
@@ -238,19 +198,11 @@ def run_bench(
         "config": config.model_dump(mode="json"),
         "rows": rows,
         "wall_seconds": time.perf_counter() - started,
-        "solve_seconds": solving,  # wall time of the rows run, model loading left out
-        "rows_run": len(jobs),
+        "solve_seconds": spent["seconds"],  # wall time of the rows run, model loading left out
+        "rows_run": spent["rows"],
     }
     (config.out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     if config.plot:
-        from tts.bench.report import plot
-
         title = f"{Path(config.model).name} on {config.dataset} ({len(problems)} problems)"
         plot(rows, config.out / "accuracy.png", title)
     return rows
-
-
-def _load_scorer(config: BenchConfig) -> Scorer:
-    from tts.verifiers import load_scorer
-
-    return load_scorer(config.prm, device=config.device, dtype=config.dtype)

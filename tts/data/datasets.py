@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tts.data.jsonl import iter_jsonl
+from tts.data.problem import Problem
+from tts.data.synthetic import eval_set, train_problems
 from tts.errors import TTSError
 
 SHIPPED = {
@@ -32,16 +33,6 @@ SHIPPED = {
 SETS_DIR = Path(__file__).parent / "sets"
 PROBLEM_FIELDS = ("problem", "question", "prompt")
 ANSWER_FIELDS = ("answer", "final_answer", "gold")
-
-
-@dataclass
-class Problem:
-    """One problem with a verifiable final answer; metadata keeps the source's other fields."""
-
-    id: str
-    problem: str
-    answer: str
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def data_dir() -> Path:
@@ -110,8 +101,6 @@ def problem_from_row(row: dict[str, Any], default_id: str, where: str) -> Proble
 
 
 def _load_synthetic(spec: str) -> list[Problem]:
-    from tts.data.synthetic import eval_set, train_problems  # imports this module: on demand
-
     parts = spec.split(":")[1:]
     try:
         task, level, *rest = parts

@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from tts.data.datasets import Problem
-from tts.data.job import Context, Job, ProblemOutput, SamplingJobConfig, count_table, sample
+from tts.data.job import Job, SamplingJobConfig, count_table, sample
+from tts.data.problem import Problem
+from tts.data.units import Context, UnitOutput
 
 
 class DifficultyConfig(SamplingJobConfig):
@@ -31,14 +32,14 @@ class DifficultyConfig(SamplingJobConfig):
         return self
 
 
-async def process(problem: Problem, config: DifficultyConfig, context: Context) -> ProblemOutput:
+async def process(problem: Problem, config: DifficultyConfig, context: Context) -> UnitOutput:
     candidates, graded = await sample(problem, config, context)
     correct, samples = sum(graded), len(candidates)
     pass_rate = correct / samples if samples else 0.0
     row = {"id": problem.id, "problem": problem.problem, "answer": problem.answer}
     row |= problem.metadata | {"pass_rate": pass_rate, "samples": samples, "correct": correct}
     kept = config.min_pass_rate <= pass_rate <= config.max_pass_rate
-    return ProblemOutput([row] if kept else [], {"pass_rate": pass_rate, "kept": kept})
+    return UnitOutput([row] if kept else [], {"pass_rate": pass_rate, "kept": kept})
 
 
 BINS = (

@@ -2,42 +2,41 @@
 
 Every `tts data` command that needs a model (reject, difficulty, shepherd, pairs) is a `Job`:
 an async function that turns one problem into zero or more records, plus how to sum up what it
-did. This module runs any job with a progress bar over the samples it draws (`tts.data.progress`),
-concurrently (the backend batches every problem in flight), on this machine or over Ray actors
-(`tts.data.ray_workers`), and makes it resumable:
+did. `run_job` runs any job with the resumable runner of `tts.data.runner` (each problem a unit;
+a progress bar over the samples it draws; on this machine or over Ray actors), into a
+`ProgressLedger` (`tts.data.ledger`):
 
 - `OUT` gets each problem's records as soon as the problem is done, each line flushed;
 - `OUT.progress.jsonl` (beside it) starts with the job's settings, then gets one line per
   finished problem, written after its records, with the problem's statistics.
 
-A problem counts as done only once its progress line is written. Resuming drops from `OUT` the
-records of problems that never got one (a kill between the two writes), so a run stopped at any
-moment and started again with the same command ends with the same records as an uninterrupted
-run, none lost, none twice. Every sampling seed derives from `--seed` and the problem id, never
-from the order in which problems run, which is what makes the records the same.
+A problem counts as done only once its progress line is written, so a run stopped at any moment
+and started again with the same command ends with the same records as an uninterrupted run,
+none lost, none twice. Every sampling seed derives from `--seed` and the problem id, never from
+the order in which problems run, which is what makes the records the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tts.data.datasets import Problem, load_dataset
-from tts.data.jsonl import RecordWriter, read_records
-from tts.data.progress import Progress, warn_demo_model
-from tts.engine import Backend, load
+from tts.data.datasets import load_dataset
+from tts.data.ledger import ProgressLedger
+from tts.data.problem import Problem
+from tts.data.ray_workers import RayPlacement
+from tts.data.runner import run_units
+from tts.data.units import Context, Unit, UnitOutput
 from tts.errors import TTSError
 from tts.prompts import DEFAULT_INSTRUCTION
 from tts.search import Candidate, default_prm, make_strategy, strategy_label
 from tts.seeds import derive_seed
-from tts.verifiers import Scorer, is_correct
+from tts.verifiers import is_correct
 
 
 class JobConfig(BaseModel):
@@ -88,8 +87,11 @@ class JobConfig(BaseModel):
         return self.model_dump(mode="json", exclude=set(self.EXECUTION) | unset)
 
     @property
-    def uses_ray(self) -> bool:
-        return self.ray or self.ray_address is not None
+    def placement(self) -> RayPlacement | None:
+        """The Ray actors the problems run on (`--ray`, `--ray-address`); None: this process."""
+        if not self.ray and self.ray_address is None:
+            return None
+        return RayPlacement(self.ray_address, self.actors, self.actor_cpus, self.actor_gpus)
 
 
 class SamplingJobConfig(JobConfig):
@@ -129,53 +131,20 @@ class SamplingJobConfig(JobConfig):
         return strategy_label(self.strategy, self.options, self.prm)
 
 
-@dataclass
-class Context:
-    """What a job's function works with: the loaded backend and, for guided search, the PRM."""
-
-    backend: Backend
-    scorer: Scorer | None = None
-
-
-@dataclass
-class ProblemOutput:
-    """One problem's records (in write order) and the statistics its summary adds up."""
-
-    records: list[dict[str, Any]]
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class Job:
     """A data command: its options (`config`); `process` turns one problem into records;
     `summarize` turns the stats of every problem into lines to print; `problem_of` names the
     problem a record came from.
 
-    Functions must be module-level, so that Ray can ship a `Job` to its actors by reference.
+    Functions must be module-level, so that Ray can ship `process` to its actors by reference.
     """
 
     name: str
     config: type[JobConfig]
-    process: Callable[[Problem, Any, Context], Awaitable[ProblemOutput]]
+    process: Callable[[Problem, Any, Context], Awaitable[UnitOutput]]
     summarize: Callable[[Any, list[dict[str, Any]]], list[str]]
     problem_of: Callable[[dict[str, Any]], str]
-
-
-def open_context(config: JobConfig) -> Context:
-    """Load the backend (and PRM) a job runs on."""
-    backend = load(
-        config.model,
-        config.backend,
-        device=config.device,
-        dtype=config.dtype,
-        tokenizer=config.tokenizer,
-    )
-    scorer = None
-    if getattr(config, "prm", None):
-        from tts.verifiers import load_scorer
-
-        scorer = load_scorer(config.prm, device=config.device, dtype=config.dtype)
-    return Context(backend, scorer)
 
 
 async def sample(
@@ -199,116 +168,22 @@ def progress_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.progress.jsonl")
 
 
-def resume(job: Job, config: JobConfig) -> dict[str, dict[str, Any]] | None:
-    """The stats of every problem already done (by id), after checking that the output was
-    written with these settings and dropping the records of problems that were not finished;
-    None when nothing was done yet."""
-    ledger = progress_path(config.out)
-    entries = read_records(ledger)
-    identity = config.identity()
-    if not entries:
-        if read_records(config.out):
-            raise TTSError(
-                f"{config.out} holds records but no {ledger.name} beside it, so they were not "
-                "written by this command; use another --out or remove it"
-            )
-        return None
-    header, *finished = entries
-    if header.get("job") != job.name or header.get("settings") != identity:
-        previous = header.get("settings", {})
-        changed = sorted(
-            k for k in identity.keys() | previous.keys() if identity.get(k) != previous.get(k)
-        )
-        what = f"job {header.get('job')!r}" if header.get("job") != job.name else ""
-        raise TTSError(
-            f"{config.out} was written with other settings ({what or ', '.join(changed)}); "
-            "use another --out or the same settings"
-        )
-    done = {entry["problem_id"]: entry["stats"] for entry in finished}
-    records = read_records(config.out)
-    kept = [record for record in records if job.problem_of(record) in done]
-    if len(kept) != len(records):
-        temporary = config.out.with_name(config.out.name + ".tmp")
-        temporary.write_bytes(b"".join(orjson.dumps(record) + b"\n" for record in kept))
-        os.replace(temporary, config.out)
-    return done
-
-
 def run_job(job: Job, config: JobConfig) -> list[str]:
     """Run (or resume) `job` over the configured problems; return its summary lines, which
     cover every problem of this dataset and limit, those done by earlier runs included."""
     problems = load_dataset(config.dataset, config.limit)
     if len({p.id for p in problems}) != len(problems):
         raise TTSError(f"dataset {config.dataset!r} has repeated problem ids")
-    done = resume(job, config)
-    # The settings are pinned with the first finished problem, so a run that fails to start
-    # (a mistyped model folder) leaves nothing that would refuse the corrected command.
-    pin = done is None
-    done = done or {}
-    pending = [p for p in problems if p.id not in done]
     # Samples per problem, for the jobs that draw them (all but a custom one): the bar counts
     # samples, which move with the work, rather than problems, which end in bursts.
-    budget = getattr(config, "n", 1)
-    progress = Progress(
-        len(problems) * budget,
-        f"{job.name} to {config.out}",
-        initial=(len(problems) - len(pending)) * budget,
+    samples = getattr(config, "n", 1)
+    units = [Unit(problem.id, problem, samples) for problem in problems]
+    ledger = ProgressLedger(
+        config.out, progress_path(config.out), job.name, config.identity(), job.problem_of
     )
-    try:
-        if pending:
-            warn_demo_model(config.model, config.dataset)
-            config.out.parent.mkdir(parents=True, exist_ok=True)
-            if pin:
-                config.out.unlink(missing_ok=True)  # at most a torn line of a run that wrote none
-            with (
-                RecordWriter(config.out) as out,
-                RecordWriter(progress_path(config.out)) as ledger,
-            ):
-
-                def commit(problem: Problem, output: ProblemOutput) -> None:
-                    nonlocal pin
-                    if pin:
-                        ledger.write({"job": job.name, "settings": config.identity()})
-                        pin = False
-                    for record in output.records:
-                        out.write(record)
-                    ledger.write({"problem_id": problem.id, "stats": output.stats})
-                    done[problem.id] = output.stats
-
-                if config.uses_ray:
-                    from tts.data.ray_workers import run_on_ray
-
-                    def commit_counted(problem: Problem, output: ProblemOutput) -> None:
-                        commit(problem, output)  # the actors' backends are out of reach
-                        progress.advance(budget)
-
-                    run_on_ray(job, config, pending, commit_counted)
-                else:
-                    asyncio.run(_run_here(job, config, pending, commit, progress, budget))
-    finally:
-        progress.close()
+    name = f"{job.name} to {config.out}"
+    done = run_units(name, units, job.process, config, ledger, ray=config.placement)
     return job.summarize(config, [done[p.id] for p in problems])
-
-
-async def _run_here(
-    job: Job,
-    config: JobConfig,
-    problems: list[Problem],
-    commit: Callable[[Problem, ProblemOutput], None],
-    progress: Progress,
-    budget: int,
-) -> None:
-    context = open_context(config)
-    gate = asyncio.Semaphore(config.concurrency)
-
-    async def one(problem: Problem) -> None:
-        async with gate:
-            tracked = progress.track(context.backend, budget)
-            output = await job.process(problem, config, replace(context, backend=tracked))
-        commit(problem, output)
-        tracked.settle()
-
-    await asyncio.gather(*(one(problem) for problem in problems))
 
 
 def count_table(title: str, counts: dict[str, int], total_label: str) -> list[str]:

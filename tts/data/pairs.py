@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tts.data.datasets import Problem
-from tts.data.job import Context, Job, ProblemOutput, SamplingJobConfig, count_table, sample
+from tts.data.job import Job, SamplingJobConfig, count_table, sample
+from tts.data.problem import Problem
+from tts.data.units import Context, UnitOutput
 from tts.prompts import problem_messages
 
 
@@ -60,7 +61,7 @@ def pick_pairs(
     return chosen, rejected
 
 
-async def process(problem: Problem, config: PairsConfig, context: Context) -> ProblemOutput:
+async def process(problem: Problem, config: PairsConfig, context: Context) -> UnitOutput:
     candidates, correct = await sample(problem, config, context)
     stats = {"sampled": len(candidates), "correct": sum(correct)}
     lengths = [c.tokens for c in candidates]
@@ -68,7 +69,7 @@ async def process(problem: Problem, config: PairsConfig, context: Context) -> Pr
     texts = [c.text for c in candidates]
     chosen, rejected = pick_pairs(lengths, correct, finished, texts, config)
     if chosen is None:
-        return ProblemOutput([], stats | {"pairs": 0, "longer": 0, "missing": "no_correct"})
+        return UnitOutput([], stats | {"pairs": 0, "longer": 0, "missing": "no_correct"})
     shortest = lengths[chosen]
     prompt = problem_messages(problem.problem, config.instruction)
     records = [
@@ -93,7 +94,7 @@ async def process(problem: Problem, config: PairsConfig, context: Context) -> Pr
     ]
     missing = None if records else "no_rejected"
     longer = sum(correct[i] for i in rejected)
-    return ProblemOutput(
+    return UnitOutput(
         records, stats | {"pairs": len(records), "longer": longer, "missing": missing}
     )
 

@@ -1,63 +1,74 @@
-"""Running a data job over Ray actors: one engine per actor, one writer in the driver.
+"""Running a job's units over Ray actors: one engine per actor, one writer in the driver.
 
 `--ray` starts a local Ray for the run (and stops it after); `--ray-address ADDR` joins an
 existing cluster (`auto` for the one this machine belongs to). Each actor loads the model once
-and solves up to `--concurrency` problems at a time on its own event loop, so its backend
-batches them as the local run does. The driver hands out problems from one queue (a fast actor
-takes more) and writes every record itself through the same commit as a local run, so the
-output, the progress file and resuming are exactly those of `tts.data.job`.
+and solves up to `--concurrency` units at a time on its own event loop, so its backend batches
+them as a local run does. The driver hands out units from one queue (a fast actor takes more)
+and commits every result itself, to the same ledger as a local run, so the output, the progress
+file and resuming are exactly those of a local run (`tts.data.runner`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from tts.data.datasets import Problem
-from tts.data.job import Job, JobConfig, ProblemOutput, open_context
+from tts.data.units import Process, RunSettings, Unit, UnitOutput, open_context
 from tts.errors import TTSError
 
 
-class ShardWorker:
-    """The body of a Ray actor: a job, its config and a loaded engine."""
+@dataclass(frozen=True)
+class RayPlacement:
+    """Where a job's actors run: a cluster's `address` (None: a local Ray started for the run),
+    how many, and what each reserves."""
 
-    def __init__(self, job: Job, config: JobConfig) -> None:
-        self.job, self.config = job, config
+    address: str | None
+    actors: int
+    actor_cpus: float
+    actor_gpus: float
+
+
+class ShardWorker:
+    """The body of a Ray actor: a job's `process`, its config and a loaded engine."""
+
+    def __init__(self, process: Process, config: RunSettings) -> None:
+        self.process, self.config = process, config
         self.context, self.error = None, None
         try:
             self.context = open_context(config)
         except TTSError as error:  # Ray would bury it in a dead-actor message; raise it per task
             self.error = error
 
-    async def process(self, problem: Problem) -> ProblemOutput:
+    async def solve(self, task: Any) -> UnitOutput:
         if self.error is not None:
             raise self.error
-        return await self.job.process(problem, self.config, self.context)
+        return await self.process(task, self.config, self.context)
 
 
-def run_on_ray(
-    job: Job,
-    config: JobConfig,
-    problems: list[Problem],
-    commit: Callable[[Problem, ProblemOutput], None],
-) -> None:
-    """Solve `problems` on `config.actors` Ray actors, committing each result as it arrives."""
+@contextmanager
+def ray_actors(
+    process: Process, config: RunSettings, placement: RayPlacement
+) -> Iterator[list[Any]]:
+    """`placement.actors` Ray actors, each with `process` and an engine opened from `config`;
+    killed on exit, and the local Ray stopped if it was started here."""
     try:
         import ray
     except ImportError:
         raise TTSError("--ray needs Ray: pip install 'tts[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
-        _init(ray, config)
+        _init(ray, placement)
     worker_class = ray.remote(ShardWorker).options(
-        num_cpus=config.actor_cpus,
-        num_gpus=config.actor_gpus,
+        num_cpus=placement.actor_cpus,
+        num_gpus=placement.actor_gpus,
         max_concurrency=config.concurrency,
     )
-    actors = [worker_class.remote(job, config) for _ in range(config.actors)]
+    actors = [worker_class.remote(process, config) for _ in range(placement.actors)]
     try:
-        asyncio.run(_drive(ray, actors, config.concurrency, problems, commit))
+        yield actors
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -65,45 +76,48 @@ def run_on_ray(
             ray.shutdown()
 
 
-def _init(ray: Any, config: JobConfig) -> None:
-    if config.ray_address is not None:
+def _init(ray: Any, placement: RayPlacement) -> None:
+    if placement.address is not None:
         try:
-            ray.init(address=config.ray_address, logging_level="warning")
+            ray.init(address=placement.address, logging_level="warning")
         except ConnectionError as error:
             raise TTSError(
-                f"cannot reach the Ray cluster at {config.ray_address}: {error}"
+                f"cannot reach the Ray cluster at {placement.address}: {error}"
             ) from None
         return
     # A local Ray just big enough for the actors asked for (Ray's CPUs are reservations).
     ray.init(
-        num_cpus=max(1, int(config.actors * config.actor_cpus + 0.999)),
-        num_gpus=int(config.actors * config.actor_gpus + 0.999),
+        num_cpus=max(1, int(placement.actors * placement.actor_cpus + 0.999)),
+        num_gpus=int(placement.actors * placement.actor_gpus + 0.999),
         include_dashboard=False,
         logging_level="warning",
     )
 
 
-async def _drive(
-    ray: Any,
+async def solve_on_ray(
     actors: list[Any],
     concurrency: int,
-    problems: list[Problem],
-    commit: Callable[[Problem, ProblemOutput], None],
+    units: list[Unit],
+    commit: Callable[[Unit, UnitOutput], None],
 ) -> None:
-    queue: asyncio.Queue[Problem] = asyncio.Queue()
-    for problem in problems:
-        queue.put_nowait(problem)
+    """Solve `units` on `actors`, up to `concurrency` at once on each, committing each result
+    as it arrives."""
+    import ray
+
+    queue: asyncio.Queue[Unit] = asyncio.Queue()
+    for unit in units:
+        queue.put_nowait(unit)
 
     async def lane(actor: Any) -> None:
         while not queue.empty():
-            problem = queue.get_nowait()
+            unit = queue.get_nowait()
             try:
-                output = await actor.process.remote(problem)
+                output = await actor.solve.remote(unit.task)
             except ray.exceptions.RayTaskError as error:
                 cause = error.cause if isinstance(error.cause, TTSError) else None
                 raise cause or error from None
             except ray.exceptions.RayActorError as error:
                 raise TTSError(f"a Ray actor failed: {error}") from None
-            commit(problem, output)
+            commit(unit, output)
 
     await asyncio.gather(*(lane(actor) for actor in actors for _ in range(concurrency)))

@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import Field
 
-from tts.data.datasets import Problem
 from tts.data.filters import (
     KeepBy,
     choose,
@@ -25,7 +24,9 @@ from tts.data.filters import (
     repetition_rate,
     shingles,
 )
-from tts.data.job import Context, Job, ProblemOutput, SamplingJobConfig, count_table, sample
+from tts.data.job import Job, SamplingJobConfig, count_table, sample
+from tts.data.problem import Problem
+from tts.data.units import Context, UnitOutput
 from tts.prompts import problem_messages
 from tts.search import Candidate
 from tts.seeds import derive_seed
@@ -81,7 +82,7 @@ def first_failure(
     return None
 
 
-async def process(problem: Problem, config: RejectConfig, context: Context) -> ProblemOutput:
+async def process(problem: Problem, config: RejectConfig, context: Context) -> UnitOutput:
     candidates, correct = await sample(problem, config, context)
     removed = dict.fromkeys(FILTERS, 0)
     fit: list[int] = []  # indices of candidates that passed every filter so far
@@ -131,7 +132,7 @@ async def process(problem: Problem, config: RejectConfig, context: Context) -> P
         for i in kept
     ]
     stats = {"sampled": len(candidates), "correct": sum(correct), "removed": removed}
-    return ProblemOutput(records, stats | {"kept": len(kept)})
+    return UnitOutput(records, stats | {"kept": len(kept)})
 
 
 def summarize(config: RejectConfig, stats: list[dict[str, Any]]) -> list[str]:

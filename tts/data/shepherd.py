@@ -40,9 +40,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tts.data.datasets import Problem
-from tts.data.job import Context, Job, JobConfig, ProblemOutput, grade
+from tts.data.job import Job, JobConfig, grade
+from tts.data.problem import Problem
 from tts.data.synthetic import TASKS, check_step
+from tts.data.units import Context, UnitOutput
 from tts.engine import SamplingParams
 from tts.prompts import DEFAULT_INSTRUCTION, build_prompt
 from tts.search.base import Usage
@@ -138,7 +139,7 @@ async def label_steps(
     return [i < first_bad for i in range(intermediate)], None
 
 
-async def process(problem: Problem, config: ShepherdConfig, context: Context) -> ProblemOutput:
+async def process(problem: Problem, config: ShepherdConfig, context: Context) -> UnitOutput:
     prompt = build_prompt(context.backend.tokenizer, problem.problem, config.instruction)
     solutions = await context.backend.generate(prompt, config.sampling_params(config.n, problem.id))
     correct = await grade([extract_answer(s.text) for s in solutions], problem.answer)
@@ -194,7 +195,7 @@ async def process(problem: Problem, config: ShepherdConfig, context: Context) ->
         "cached_tokens": usage.cached_tokens,
         "agreement": agreement(records),
     }
-    return ProblemOutput(records, stats)
+    return UnitOutput(records, stats)
 
 
 def agreement(records: list[dict[str, Any]]) -> dict[str, int] | None:

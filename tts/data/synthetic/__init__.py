@@ -21,8 +21,8 @@ from typing import Any, Literal, Protocol
 
 from tqdm import tqdm
 
-from tts.data.datasets import Problem
 from tts.data.jsonl import RecordWriter, read_records
+from tts.data.problem import Problem
 from tts.data.synthetic import arith, countdown
 from tts.data.synthetic.traces import long_trace, short_trace
 from tts.errors import TTSError
