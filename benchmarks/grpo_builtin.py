@@ -25,9 +25,10 @@ from tts.bench.run import BenchConfig, run_bench
 from tts.data.jsonl import read_records
 from tts.train import grpo
 from tts.train.curves import plot_log
+from tts.train.grpo_config import GRPOConfig
 
 
-def bench_row(model: str, config: grpo.GRPOConfig, limit: int, n: int, work: Path) -> dict:
+def bench_row(model: str, config: GRPOConfig, limit: int, n: int, work: Path) -> dict:
     bench = BenchConfig(
         model=model,
         dataset=config.eval_dataset,

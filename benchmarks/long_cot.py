@@ -31,12 +31,13 @@ from pathlib import Path
 
 from tts.data.jsonl import read_records
 from tts.train import grpo, sft
+from tts.train.grpo_config import GRPOConfig
 
 SFT_RUNS = ("sft_short", "sft_long")
 GRPO_RUNS = ("grpo_short", "grpo_long", "grpo_long_cosine")
 
 
-def train_all(recipes: Path) -> dict[str, sft.SFTConfig | grpo.GRPOConfig]:
+def train_all(recipes: Path) -> dict[str, sft.SFTConfig | GRPOConfig]:
     """Run (or finish) each recipe; the config of each."""
     loops = [(name, sft.load_config, sft.train_sft) for name in SFT_RUNS]
     loops += [(name, grpo.load_config, grpo.train_grpo) for name in GRPO_RUNS]
@@ -59,7 +60,7 @@ def length_curve(log: list[dict]) -> list[dict]:
     return [{"step": r["step"]} | {k: r[k] for k in keys} for r in log if "length_mean" in r]
 
 
-def summarise(configs: dict[str, sft.SFTConfig | grpo.GRPOConfig]) -> dict:
+def summarise(configs: dict[str, sft.SFTConfig | GRPOConfig]) -> dict:
     logs = {name: read_records(config.out / "log.jsonl") for name, config in configs.items()}
     scores = {name: evals(logs[name]) for name in GRPO_RUNS}
 

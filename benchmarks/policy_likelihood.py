@@ -26,7 +26,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tts.models.builtin import resolve_model
 from tts.prompts import build_prompt
-from tts.train.prm import auroc, held_out, read_stepwise, sibling_pairs
+from tts.train.prm_data import held_out, read_stepwise
+from tts.train.prm_metrics import auroc, sibling_pairs
 from tts.verifiers.prm.token import PROBLEM, encode_policy_text, encode_stepwise
 
 SEPARATOR = "\n\n"

@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.train.resume import Killed, die_at
 from tts.data.jsonl import RecordWriter, read_records
-from tts.train.loop import LoopConfig, open_log, resume_state, save
+from tts.train.checkpoint import open_log, resume_state, save
+from tts.train.recipe import TrainConfig
 
 # Everything that changes or makes durable the files of a checkpoint: a kill before any one of
 # them is a state the swap can be left in.
@@ -28,13 +29,13 @@ def model_and_tokenizer(tiny_llama):
     return model, AutoTokenizer.from_pretrained(tiny_llama)
 
 
-def write_log(config: LoopConfig, steps: range) -> None:
+def write_log(config: TrainConfig, steps: range) -> None:
     with RecordWriter(config.out / "log.jsonl") as log:
         for step in steps:
             log.write({"step": step, "loss": 1.0 / step})
 
 
-def logged_steps(config: LoopConfig) -> list[int]:
+def logged_steps(config: TrainConfig) -> list[int]:
     return [r["step"] for r in read_records(config.out / "log.jsonl")]
 
 
@@ -46,7 +47,7 @@ def test_a_kill_anywhere_in_a_checkpoint_swap_resumes_from_a_whole_checkpoint(
     weights[4] = {k: v + 1 for k, v in weights[2].items()}
     resumed_from = []
     for n in itertools.count(1):
-        config = LoopConfig(out=tmp_path / str(n), max_steps=8)
+        config = TrainConfig(out=tmp_path / str(n), max_steps=8)
         folder = config.out / "checkpoint"
 
         def state(step: int) -> dict:
@@ -81,7 +82,7 @@ def test_a_kill_anywhere_in_a_checkpoint_swap_resumes_from_a_whole_checkpoint(
 
 def test_a_kill_while_the_log_is_cut_back_loses_no_line_up_to_the_checkpoint(tmp_path, monkeypatch):
     for n in itertools.count(1):
-        config = LoopConfig(out=tmp_path / str(n), max_steps=8)
+        config = TrainConfig(out=tmp_path / str(n), max_steps=8)
         write_log(config, range(1, 7))
         die_at(monkeypatch, n, FILE_STEPS)
         try:
@@ -103,7 +104,7 @@ def test_a_kill_in_the_first_checkpoint_restarts_from_step_0_or_resumes_from_it(
 ):
     model, tokenizer = model_and_tokenizer
     for n in itertools.count(1):
-        config = LoopConfig(out=tmp_path / str(n), max_steps=8)
+        config = TrainConfig(out=tmp_path / str(n), max_steps=8)
         write_log(config, range(1, 3))
         die_at(monkeypatch, n, FILE_STEPS)
         try:

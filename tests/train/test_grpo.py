@@ -1,5 +1,5 @@
 """`tts train grpo` end to end on the built-in model through the native engine, real files;
-the reward mix and the problem sampler on small cases."""
+the reward mix and the problem draw on small cases."""
 
 from __future__ import annotations
 
@@ -16,16 +16,12 @@ from tts.data.datasets import Problem, load_dataset
 from tts.engine import SamplingParams, load
 from tts.errors import TTSError
 from tts.models.builtin import resolve_model
-from tts.train.grpo import (
-    GRPOConfig,
-    ProblemSampler,
-    load_config,
-    rollout,
-    token_logprobs,
-    train_grpo,
-    update,
-)
+from tts.train.draw import ProblemDraw
+from tts.train.grpo import load_config, train_grpo
+from tts.train.grpo_config import GRPOConfig
 from tts.train.grpo_rewards import RewardConfig, group_rewards
+from tts.train.policy_update import token_logprobs, update
+from tts.train.rollout import rollout
 
 from .resume import assert_same_weights, kill_after_a_checkpoint, training_log
 
@@ -130,14 +126,14 @@ def test_rewards_add_up_by_weight():
 
 def test_problems_are_drawn_uniformly_by_curriculum_or_by_failure(tmp_path):
     problems = [Problem(f"p{i}", f"q{i}", "1", {"pass_rate": i / 9}) for i in range(10)]
-    config = GRPOConfig(out=tmp_path, sampling="curriculum", max_steps=100, prompts_per_step=2)
-    early = ProblemSampler(problems, config).draw(0, 0, 2)
+    config = GRPOConfig(out=tmp_path, problem_draw="curriculum", max_steps=100, prompts_per_step=2)
+    early = ProblemDraw(problems, config).draw(0, 0, 2)
     assert {p.id for p in early} <= {"p9", "p8", "p7"}  # the easiest quarter (rounded up)
-    failure = ProblemSampler(problems, config.model_copy(update={"sampling": "failure"}))
+    failure = ProblemDraw(problems, config.model_copy(update={"problem_draw": "failure"}))
     drawn = [p.id for step in range(200) for p in failure.draw(step, 0, 1)]
     assert drawn.count("p0") > 5 * max(drawn.count("p9"), 1)  # never solved vs always solved
-    with pytest.raises(TTSError, match="curriculum sampling needs pass rates"):
-        ProblemSampler(load_dataset("synth:arith:2:10:train"), config)
+    with pytest.raises(TTSError, match="the curriculum draw needs pass rates"):
+        ProblemDraw(load_dataset("synth:arith:2:10:train"), config)
 
 
 def test_one_update_moves_probability_towards_the_completions_with_higher_advantage(tmp_path):
@@ -145,14 +141,14 @@ def test_one_update_moves_probability_towards_the_completions_with_higher_advant
     model = AutoModelForCausalLM.from_pretrained(resolve_model("builtin"), dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin"))
     backend = load("builtin", "native", device="cpu")
-    sampler = ProblemSampler(load_dataset(config.dataset), config)
-    batch = rollout(backend, tokenizer, sampler, config, step=0)
+    draw = ProblemDraw(load_dataset(config.dataset), config)
+    batch = rollout(backend, tokenizer, draw, config, step=0)
     assert batch.groups_kept == config.prompts_per_step and any(batch.advantages)
 
     def completion_logprobs() -> torch.Tensor:
         with torch.no_grad():
             logprobs, mask, _ = token_logprobs(
-                model, batch.sequences, batch.starts, tokenizer.pad_token_id, config
+                model, batch.sequences, batch.starts, tokenizer.pad_token_id, config.temperature
             )
         return (logprobs * mask).sum(dim=1)
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 import random
+from typing import get_args
 
 import pytest
 import torch
 
 from tts.train.policy_loss import (
+    VARIANTS,
     LossConfig,
+    Variant,
     group_advantages,
     informative_groups,
+    micro_weight,
     policy_loss,
-    reduce_tokens,
 )
 
 
@@ -34,7 +37,7 @@ SHAPED = [0.1, 0.7, 0.9] + [random.Random(0).uniform(-2, 2) for _ in range(200)]
 
 @pytest.mark.parametrize("variant", ["grpo", "dr_grpo", "dapo"])
 def test_a_group_of_equal_rewards_gets_exactly_zero_advantage_whatever_the_value(variant):
-    scale = variant != "dr_grpo"  # as the GRPO loop calls it
+    scale = VARIANTS[variant].scale_advantages  # as the GRPO rollout calls it
     for size in (2, 3, 8, 16):
         for dtype in (torch.float32, torch.float64):
             rewards = torch.tensor([[value] * size for value in SHAPED], dtype=dtype)
@@ -50,7 +53,7 @@ def test_a_group_of_equal_rewards_gets_exactly_zero_advantage_whatever_the_value
 
 @pytest.mark.parametrize("variant", ["grpo", "dr_grpo", "dapo"])
 def test_shaped_rewards_that_differ_get_the_float64_advantages(variant):
-    scale = variant != "dr_grpo"
+    scale = VARIANTS[variant].scale_advantages
     rng = random.Random(1)
     rows = [[rng.choice(SHAPED[:3]) for _ in range(8)] for _ in range(100)]
     rows = [row for row in rows if len(set(row)) > 1]
@@ -69,12 +72,34 @@ def test_dynamic_sampling_keeps_only_groups_with_different_rewards():
     assert informative_groups(rewards).tolist() == [False, True, False, True]
 
 
+def test_the_table_names_every_variant_the_config_accepts():
+    assert set(get_args(Variant)) == set(VARIANTS)
+    assert [VARIANTS[v].scale_advantages for v in ("grpo", "dr_grpo", "dapo")] == [1, 0, 1]
+    assert [VARIANTS[v].dynamic_sampling for v in ("grpo", "dr_grpo", "dapo")] == [0, 0, 1]
+
+
 def test_each_variant_normalises_tokens_its_own_way():
     per_token = torch.tensor([[1.0, 1.0, 9.0], [3.0, 9.0, 9.0]])
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])  # 9s are padding
-    assert reduce_tokens(per_token, mask, "grpo", 4).item() == pytest.approx((1 + 3) / 2)
-    assert reduce_tokens(per_token, mask, "dapo", 4).item() == pytest.approx(5 / 3)
-    assert reduce_tokens(per_token, mask, "dr_grpo", 4).item() == pytest.approx(5 / (2 * 4))
+    reduce = {name: variant.reduce for name, variant in VARIANTS.items()}
+    assert reduce["grpo"](per_token, mask, 4).item() == pytest.approx((1 + 3) / 2)
+    assert reduce["dapo"](per_token, mask, 4).item() == pytest.approx(5 / 3)
+    assert reduce["dr_grpo"](per_token, mask, 4).item() == pytest.approx(5 / (2 * 4))
+
+
+@pytest.mark.parametrize("variant", ["grpo", "dr_grpo", "dapo"])
+def test_weighted_micro_batch_losses_add_up_to_the_loss_of_the_whole_step(variant):
+    rules = VARIANTS[variant]
+    per_token = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    whole = rules.reduce(per_token, mask, 4).item()
+    tokens = int(mask.sum())
+    parts = [slice(0, 2), slice(2, 3)]
+    summed = sum(
+        rules.reduce(per_token[p], mask[p], 4).item() * micro_weight(rules, mask[p], 3, tokens)
+        for p in parts
+    )
+    assert summed == pytest.approx(whole)
 
 
 def one_token(ratio: float, advantage: float, config: LossConfig):

@@ -14,10 +14,12 @@ import pytest
 import yaml
 
 from tests.train.resume import assert_same_weights, kill_after_a_checkpoint, training_log
+from tts.cli import main
 from tts.data.synthetic import arith, make_problem
 from tts.errors import TTSError
 from tts.prompts import build_prompt
-from tts.train.prm import auroc, load_config, sibling_pairs, train_prm
+from tts.train.prm import load_config, train_prm
+from tts.train.prm_metrics import auroc, sibling_pairs
 from tts.verifiers import load_scorer
 
 
@@ -84,8 +86,6 @@ def test_sibling_pairs_are_the_first_steps_where_a_good_and_a_bad_solution_part(
 
 
 def test_training_learns_and_the_result_loads_as_a_scorer(tmp_path, labels, capsys):
-    from tts.cli import main
-
     main(["train", "prm", "--recipe", str(recipe(tmp_path, labels, max_steps=30))])
     printed = dict(line.split(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
     final = Path(printed["final"])

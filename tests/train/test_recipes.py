@@ -74,3 +74,19 @@ def test_every_loop_resolves_its_model_as_every_command_does(loop, tmp_path):
     (no_tokenizer / "config.json").write_text("{}")
     with pytest.raises(TTSError, match="has no tokenizer"):
         train(loop.load_config(write_recipe(tmp_path, loop, model=str(no_tokenizer))))
+
+
+# Settings that only another loop reads: each loop's config refuses them by name rather than
+# accepting and ignoring them.
+NOT_READ = {
+    sft: ["problem_draw", "eval_samples", "objective"],
+    prm: ["problem_draw", "token_budget", "eval_max_tokens"],
+    grpo: ["dtype", "grad_accum", "max_length", "log_every", "sampling"],
+}
+
+
+@pytest.mark.parametrize("loop", [sft, prm, grpo], ids=["sft", "prm", "grpo"])
+def test_a_setting_the_loop_does_not_read_is_refused_by_name(loop, tmp_path):
+    for field in NOT_READ[loop]:
+        with pytest.raises(TTSError, match=f"{field}: Extra inputs are not permitted"):
+            loop.load_config(write_recipe(tmp_path, loop, **{field: 1}))

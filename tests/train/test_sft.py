@@ -18,14 +18,22 @@ from tests.train.resume import (
     kill_after_a_checkpoint,
     training_log,
 )
+from tts.cli import main
 from tts.data.jsonl import read_records
 from tts.engine import SamplingParams, load
 from tts.errors import TTSError
 from tts.models.builtin import resolve_model
 from tts.train import loop
 from tts.train.curves import default_metrics
-from tts.train.loop import lr_at
-from tts.train.sft import SFTConfig, encode_conversation, load_config, train_sft
+from tts.train.optimizer import lr_at
+from tts.train.sft import (
+    SFTConfig,
+    build_model,
+    encode_conversation,
+    load_config,
+    read_conversations,
+    train_sft,
+)
 
 TINY = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
 TINY |= {"intermediate_size": 128, "vocab_size": 400}
@@ -72,8 +80,6 @@ def test_loss_falls_and_the_result_is_a_model_folder_the_engine_runs(tmp_path, d
 
 def test_loss_is_on_the_answer_only(tmp_path, data):
     config = load_config(recipe(tmp_path, data))
-    from tts.train.sft import build_model, read_conversations
-
     conversations = read_conversations(config.data)
     _, tokenizer = build_model(config, conversations)
     ids, labels = encode_conversation(tokenizer, conversations[0], 512)
@@ -158,8 +164,6 @@ def test_a_token_budget_gives_data_of_different_lengths_the_same_compute(tmp_pat
         answer = row["messages"][-1]
         answer["content"] = "Let me think it over twice.\n\n" * 3 + answer["content"]
     longer.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    from tts.cli import main
-
     for name, path in (("short", data), ("long", longer)):
         main(
             [
@@ -189,8 +193,6 @@ def test_bad_input_is_named(tmp_path, data):
 def test_the_command_fine_tunes_the_builtin_model_as_the_other_loops_take_it(
     tmp_path, data, capsys
 ):
-    from tts.cli import main
-
     recipe_file = recipe(tmp_path, data)  # a recipe for a new model: --model replaces it
     main(["train", "sft", "--recipe", str(recipe_file), "--model", "builtin", "--max-steps", "1"])
     final = Path(capsys.readouterr().out.strip().splitlines()[-1])
@@ -203,8 +205,6 @@ def test_the_command_fine_tunes_the_builtin_model_as_the_other_loops_take_it(
 
 
 def test_the_command_trains_and_reports_the_final_folder(tmp_path, data, capsys):
-    from tts.cli import main
-
     main(["train", "sft", "--recipe", str(recipe(tmp_path, data)), "--max-steps", "2"])
     final = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert final == tmp_path / "out" / "final" and (final / "model.safetensors").exists()
@@ -230,8 +230,6 @@ def test_periodic_eval_scores_the_checkpoint_through_the_engine(tmp_path, data):
 
 
 def test_plot_draws_what_an_sft_log_has_without_being_told(tmp_path, data, capsys):
-    from tts.cli import main
-
     out = tmp_path / "out"
     config = recipe(tmp_path, data, max_steps=4, eval_dataset="synth:arith:1:4", eval_every=2)
     train_sft(load_config(config, eval_max_tokens=8))
@@ -245,8 +243,6 @@ def test_plot_draws_what_an_sft_log_has_without_being_told(tmp_path, data, capsy
 
 
 def test_init_file_replaces_the_recipes_starting_point(tmp_path, data, capsys):
-    from tts.cli import main
-
     sizes = tmp_path / "sizes.yaml"
     sizes.write_text(yaml.safe_dump(TINY | {"num_layers": 1}))
     main(

@@ -1,2 +1,2 @@
-"""Training loops: SFT now; PRM and GRPO follow. Each is one top-to-bottom function over a
-pydantic config, resumable from its last checkpoint."""
+"""Training loops: SFT, PRM and GRPO. Each is one top-to-bottom function over a pydantic
+config that holds only what it reads, resumable from its last checkpoint."""

@@ -46,6 +46,7 @@ def plot_log(log: Path, metrics: list[str] | None = None, out: Path | None = Non
     missing = [m for m in metrics if m not in known]
     if missing:
         raise TTSError(f"{path} has no {', '.join(missing)}; it has {', '.join(known)}")
+    # matplotlib here, not at the top: a heavy import only plotting needs.
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed

@@ -1,7 +1,8 @@
 """The policy-gradient losses of GRPO and its successors, as pure tensor functions.
 
 One batch is `groups` prompts x `G` completions each; per-token tensors are
-[groups * G, T] with a mask of the completion tokens. Three variants:
+[groups * G, T] with a mask of the completion tokens. What each variant changes is one row of
+`VARIANTS`, so the loop and every other module read a variant's rules and never its name:
 
 - `grpo`, DeepSeekMath (Shao et al., 2024, "DeepSeekMath", eq. 3): advantage
   A_i = (r_i - mean(r)) / std(r) over the group; the clipped surrogate
@@ -26,12 +27,76 @@ as DAPO and Dr. GRPO argue: with verifiable rewards the policy should move away)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Variant = Literal["grpo", "dr_grpo", "dapo"]
+# [B, T] per-token losses, [B, T] completion mask, the token budget -> the loss.
+TokenReduction = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def mean_per_completion(
+    per_token: torch.Tensor, mask: torch.Tensor, max_tokens: int
+) -> torch.Tensor:
+    """Each completion's mean over its tokens, then the mean over completions (DeepSeekMath)."""
+    lengths = mask.sum(dim=1).clamp(min=1)
+    return ((per_token * mask).sum(dim=1) / lengths).mean()
+
+
+def sum_over_budget(per_token: torch.Tensor, mask: torch.Tensor, max_tokens: int) -> torch.Tensor:
+    """The token sum over completions x `max_tokens`, a constant (Dr. GRPO)."""
+    return (per_token * mask).sum() / (mask.shape[0] * max_tokens)
+
+
+def mean_per_token(per_token: torch.Tensor, mask: torch.Tensor, max_tokens: int) -> torch.Tensor:
+    """The token sum over the number of tokens of the batch (DAPO's token-level loss)."""
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+@dataclass(frozen=True)
+class LossVariant:
+    """What one variant of the GRPO step means."""
+
+    scale_advantages: bool  # divide r - mean(r) by the group's std
+    reduce: TokenReduction  # how the [B, T] per-token losses become one number
+    # What `reduce` divides by: a micro-batch's share of the step's loss is its share of these.
+    normaliser: Literal["completions", "tokens"]
+    clip_high: float | None  # default upper clip eps; None: clip_low (symmetric)
+    dynamic_sampling: bool  # default: drop groups of equal rewards and draw more
+
+
+VARIANTS: dict[str, LossVariant] = {
+    # Shao et al., 2024, "DeepSeekMath", Sec. 4.1, eq. 3.
+    "grpo": LossVariant(
+        scale_advantages=True,
+        reduce=mean_per_completion,
+        normaliser="completions",
+        clip_high=None,
+        dynamic_sampling=False,
+    ),
+    # Liu et al., 2025, "Understanding R1-Zero-Like Training: A Critical Perspective", Sec. 3.1.
+    "dr_grpo": LossVariant(
+        scale_advantages=False,
+        reduce=sum_over_budget,
+        normaliser="completions",
+        clip_high=None,
+        dynamic_sampling=False,
+    ),
+    # Yu et al., 2025, "DAPO: An Open-Source LLM Reinforcement Learning System at Scale",
+    # eq. 8 (token-level loss, clip-higher) and eq. 11 (dynamic sampling).
+    "dapo": LossVariant(
+        scale_advantages=True,
+        reduce=mean_per_token,
+        normaliser="tokens",
+        clip_high=0.28,
+        dynamic_sampling=True,
+    ),
+}
+
+Variant = Literal["grpo", "dr_grpo", "dapo"]  # the names of VARIANTS
 
 
 class LossConfig(BaseModel):
@@ -49,8 +114,23 @@ class LossConfig(BaseModel):
     @model_validator(mode="after")
     def _variant_defaults(self) -> LossConfig:
         if self.clip_high is None:
-            self.clip_high = 0.28 if self.variant == "dapo" else self.clip_low
+            default = self.rules.clip_high
+            self.clip_high = self.clip_low if default is None else default
         return self
+
+    @property
+    def rules(self) -> LossVariant:
+        """What this config's variant means."""
+        return VARIANTS[self.variant]
+
+
+def micro_weight(rules: LossVariant, mask: torch.Tensor, completions: int, tokens: int) -> float:
+    """The share of the whole step's normaliser in one micro-batch (its [B, T] `mask`), so that
+    summing weighted micro-batch losses gives the loss over the whole step of `completions`
+    completions holding `tokens` completion tokens."""
+    if rules.normaliser == "tokens":
+        return float(mask.sum()) / tokens
+    return mask.shape[0] / completions
 
 
 # Rewards closer than this, relative to their size, are equal: shaped rewards summed from
@@ -113,7 +193,7 @@ def policy_loss(
         log_ratio = ref_logprobs - logprobs
         kl = torch.exp(log_ratio) - log_ratio - 1
         per_token = per_token + config.kl_coef * kl
-    loss = reduce_tokens(per_token, mask, config.variant, max_tokens)
+    loss = config.rules.reduce(per_token, mask, max_tokens)
     with torch.no_grad():
         tokens = mask.sum().clamp(min=1)
         # Where min() takes the clipped term: the token's gradient is cut.
@@ -127,15 +207,3 @@ def policy_loss(
         if kl is not None:
             stats["kl"] = float((kl * mask).sum() / tokens)
     return loss, stats
-
-
-def reduce_tokens(
-    per_token: torch.Tensor, mask: torch.Tensor, variant: Variant, max_tokens: int
-) -> torch.Tensor:
-    """One number from [B, T] per-token losses, as each variant normalises."""
-    if variant == "grpo":
-        lengths = mask.sum(dim=1).clamp(min=1)
-        return ((per_token * mask).sum(dim=1) / lengths).mean()
-    if variant == "dr_grpo":
-        return (per_token * mask).sum() / (mask.shape[0] * max_tokens)
-    return (per_token * mask).sum() / mask.sum().clamp(min=1)

@@ -1,7 +1,8 @@
 """Process reward model training on stepwise labels, in the format `tts.verifiers` loads.
 
-Data: TRL's stepwise-supervision JSON Lines, as `tts data shepherd` writes it: `{"prompt",
-"completions": [step, ...], "labels": [bool, ...], "scores": [float, ...]}` (scores optional).
+Data (`tts.train.prm_data`): TRL's stepwise-supervision JSON Lines, as `tts data shepherd`
+writes it: `{"prompt", "completions": [step, ...], "labels": [bool, ...], "scores": [float,
+...]}` (scores optional).
 Model: a two-label token-classification head on a causal backbone (`AutoModelForTokenClassification`
 over a causal LM folder keeps the backbone and adds a new `score` head); the built-in model's
 backbone by default. Input: exactly what the scorer builds at search time,
@@ -25,9 +26,10 @@ what `tts data shepherd` gives, so they are used.
 
 Held out: `eval_share` of the problems (by `meta.problem_id`, else the prompt), never of the
 records, so steps of one problem never sit on both sides. Every `eval_every` steps and at the end
-the log gets the step-level AUROC (P(good) against the hard labels) and accuracy at 0.5, and
-the sibling accuracy: of two held-out solutions of one problem that share every step before one
-where one is good and the other bad, how often the good step scores higher. Pooled AUROC also
+the log gets (`tts.train.prm_metrics`) the step-level AUROC (P(good) against the hard labels)
+and accuracy at 0.5, and the sibling accuracy: of two held-out solutions of one problem that
+share every step before one where one is good and the other bad, how often the good step scores
+higher. Pooled AUROC also
 rewards knowing which problems and which positions go wrong; the sibling pairs ask only
 whether the model spots the slip, the decision that steers a beam search.
 `OUT/final/` is a Hugging Face folder with `prm_config.json`, which `--prm OUT/final` loads.
@@ -35,36 +37,35 @@ whether the model spots the slip, the decision that steers a beam search.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
 import torch
 import transformers
 from pydantic import Field, model_validator
 from torch.nn.functional import binary_cross_entropy_with_logits
-from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
-from tts.data.jsonl import iter_jsonl
 from tts.devices import resolve_device
 from tts.errors import TTSError
 from tts.prompts import build_prompt
-from tts.train.loop import LoopConfig, load_recipe, model_folder, resume_state, run_loop, save
+from tts.train.checkpoint import resume_state, save
+from tts.train.loop import SupervisedConfig, run_loop
+from tts.train.prm_data import Example, collate, encode, held_out, read_stepwise
+from tts.train.prm_metrics import LogOdds, sibling_pairs, step_metrics
+from tts.train.recipe import load_recipe, model_folder
 from tts.verifiers.prm.implicit import Value, step_values, token_log_ratios
 from tts.verifiers.prm.load import PRM_CONFIG
-from tts.verifiers.prm.token import PROBLEM, encode_policy_text, encode_stepwise
-
-# One example: token ids, the positions that end each step, the target at each (P(good)), and
-# the solution's first token (where an implicit PRM's sum starts).
-Example = tuple[list[int], list[int], list[float], int]
+from tts.verifiers.prm.token import PROBLEM
 
 
-class PRMConfig(LoopConfig):
-    """One PRM run (the loop's settings are `LoopConfig`'s)."""
+class PRMConfig(SupervisedConfig):
+    """One PRM run (the loop's settings are `SupervisedConfig`'s)."""
 
     data: Path = Field(description="stepwise-label JSON Lines (tts data shepherd)")
     model: str = Field(
@@ -100,164 +101,37 @@ def load_config(path: str | Path, **overrides: object) -> PRMConfig:
     return load_recipe(PRMConfig, path, overrides)
 
 
-def read_stepwise(path: Path, targets: str) -> list[tuple[str, str, list[str], list[float]]]:
-    """(problem key, prompt, steps, targets) per record; a malformed line is a one-line error."""
-    rows = []
-    for number, row in iter_jsonl(path):
-        prompt, steps, labels = row.get("prompt"), row.get("completions"), row.get("labels")
-        scores = row.get("scores") if targets == "soft" else labels
-        if targets == "soft" and "scores" not in row:
-            raise TTSError(
-                f"{path}, line {number}: no soft scores (binary estimation writes none); "
-                "train with --targets hard"
-            )
-        if (
-            not isinstance(prompt, str)
-            or not isinstance(steps, list)
-            or not steps
-            or not all(isinstance(step, str) for step in steps)
-            or not isinstance(scores, list)
-            or len(scores) != len(steps)
-        ):
-            wanted = "scores" if targets == "soft" else "labels"
-            raise TTSError(
-                f"{path}, line {number}: expected prompt, completions [step, ...] and one "
-                f"{wanted} entry per step"
-            )
-        key = (row.get("meta") or {}).get("problem_id", prompt)
-        rows.append((key, prompt, steps, [float(s) for s in scores]))
-    if not rows:
-        raise TTSError(f"{path} has no labelled solutions")
-    return rows
-
-
-def held_out(key: str, share: float) -> bool:
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") < share * 2**64
-
-
-def encode(
-    tokenizer,
-    prompt: str,
-    steps: list[str],
-    targets: list[float],
-    config: PRMConfig,
-    prompt_template: str | None,
-) -> Example:
-    """One example, cut to max_length (steps that end beyond it lose their target)."""
-    start = 0
-    if prompt_template is None:
-        ids, positions = encode_stepwise(tokenizer, prompt, steps, config.step_separator)
-    else:
-        separator = config.step_separator
-        ids, positions, start = encode_policy_text(
-            tokenizer, prompt, steps, separator, prompt_template
-        )
-    kept = [(p, t) for p, t in zip(positions, targets) if p < config.max_length]
-    return ids[: config.max_length], [p for p, _ in kept], [t for _, t in kept], start
-
-
-def collate(batch: list[Example], pad_id: int, device: torch.device):
-    """Padded ids and mask, (row, column, target) of every labelled position, and each row's
-    solution start."""
-    width = max(len(ids) for ids, _, _, _ in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    rows, cols, targets = [], [], []
-    for row, (seq, positions, values, _) in enumerate(batch):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-        rows += [row] * len(positions)
-        cols += positions
-        targets += values
-    starts = torch.tensor([start for _, _, _, start in batch])
-    tensors = (ids, mask, torch.tensor(rows), torch.tensor(cols), torch.tensor(targets), starts)
-    return tuple(t.to(device) for t in tensors)
-
-
-def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve, as the Mann-Whitney U statistic over average ranks (ties
-    count half); NaN when one class is missing. Hand-written: scikit-learn for one function
-    would be a heavy dependency."""
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if not positives or not negatives:
-        return float("nan")
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    average_rank = np.cumsum(counts) - (counts - 1) / 2
-    ranks = average_rank[inverse]
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def sibling_pairs(rows: list[tuple[str, list[str], list[float]]]) -> list[tuple[int, int, int]]:
-    """(good, bad, step) for every two solutions of one problem, given as (problem key, steps,
-    targets), that agree on every step before `step` and differ there, one good and one bad:
-    the choice a beam search makes between two continuations of one prefix."""
-    by_problem: dict[str, list[int]] = defaultdict(list)
-    for index, (key, _, _) in enumerate(rows):
-        by_problem[key].append(index)
-    pairs = []
-    for indices in by_problem.values():
-        for a, b in itertools.combinations(indices, 2):
-            (_, steps_a, labels_a), (_, steps_b, labels_b) = rows[a], rows[b]
-            step = next(
-                (i for i, (x, y) in enumerate(zip(steps_a, steps_b)) if x != y),
-                min(len(steps_a), len(steps_b)),
-            )
-            if step < min(len(labels_a), len(labels_b)) and labels_a[step] != labels_b[step]:
-                pairs.append((a, b, step) if labels_a[step] > labels_b[step] else (b, a, step))
-    return pairs
-
-
-# log(P(good) / P(bad)) at every labelled position of a collated batch: (model, ids, mask, rows,
-# cols, starts) -> tensor.
-LogOdds = Callable[..., torch.Tensor]
-
-
-def head_log_odds(model, ids, mask, rows, cols, starts) -> torch.Tensor:
+def head_log_odds(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    starts: torch.Tensor,
+) -> torch.Tensor:
     """A two-label head's log-odds (its softmax's label 1 is the sigmoid of this)."""
     logits = model(input_ids=ids, attention_mask=mask).logits[rows, cols].float()
     return logits[:, 1] - logits[:, 0]
 
 
-def implicit_log_odds(reference, beta: float, value: Value) -> LogOdds:
+def implicit_log_odds(reference: torch.nn.Module, beta: float, value: Value) -> LogOdds:
     """An implicit PRM's log-odds: beta times the value of its log-ratios against `reference`."""
 
-    def log_odds(model, ids, mask, rows, cols, starts) -> torch.Tensor:
+    def log_odds(
+        model: torch.nn.Module,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+        starts: torch.Tensor,
+    ) -> torch.Tensor:
         ratios = token_log_ratios(model, reference, ids, mask)
         return beta * step_values(ratios, rows, cols, starts, value)
 
     return log_odds
 
 
-@torch.no_grad()
-def step_metrics(
-    model,
-    log_odds: LogOdds,
-    examples: list[Example],
-    pairs: list[tuple[int, int, int]],
-    pad_id: int,
-    batch_size: int,
-) -> dict[str, float]:
-    """Step-level AUROC and accuracy at 0.5 of P(good) against the hard labels, and how often
-    the good step of a sibling pair (`sibling_pairs`) scores above the bad one (ties half)."""
-    device = next(model.parameters()).device
-    probabilities = []
-    for start in range(0, len(examples), batch_size):
-        batch = examples[start : start + batch_size]
-        ids, mask, rows, cols, _, starts = collate(batch, pad_id, device)
-        flat = iter(torch.sigmoid(log_odds(model, ids, mask, rows, cols, starts)).tolist())
-        probabilities += [[next(flat) for _ in positions] for _, positions, _, _ in batch]
-    p = np.array([x for ps in probabilities for x in ps])
-    y = np.array([t > 0.5 for _, _, ts, _ in examples for t in ts])  # eval targets are 0 or 1
-    result = {"eval_auroc": auroc(y, p), "eval_accuracy": float(((p >= 0.5) == y).mean())}
-    if pairs:
-        margins = np.array([probabilities[g][i] - probabilities[b][i] for g, b, i in pairs])
-        result["eval_sibling_accuracy"] = float((margins > 0).mean() + (margins == 0).mean() / 2)
-        result["eval_sibling_pairs"] = len(pairs)
-    return result
-
-
-def load_model(config: PRMConfig, state: dict | None):
+def load_model(config: PRMConfig, state: dict[str, Any] | None) -> tuple[PreTrainedModel, Path]:
     """The model to train (a head on the backbone, or the causal LM itself) and its folder."""
     implicit = config.objective == "implicit"
     if state is not None:
@@ -298,7 +172,9 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
     template = build_prompt(tokenizer, PROBLEM) if config.input == "policy" else None
     train, evaluation, eval_rows = [], [], []
     for key, prompt, steps, targets in rows:
-        example = encode(tokenizer, prompt, steps, targets, config, template)
+        example = encode(
+            tokenizer, prompt, steps, targets, config.step_separator, config.max_length, template
+        )
         if not held_out(key, config.eval_share):
             train.append(example)
         elif example[1]:
@@ -320,7 +196,9 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
         "eval_steps": sum(len(p) for _, p, _, _ in evaluation),
     }
 
-    def loss_of(model, micro: list[Example], device: torch.device):
+    def loss_of(
+        model: torch.nn.Module, micro: list[Example], device: torch.device
+    ) -> tuple[torch.Tensor, int]:
         ids, mask, rows, cols, targets, starts = collate(micro, pad_id, device)
         if config.targets == "hard":
             targets = (targets > 0.5).float()
@@ -328,7 +206,7 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
         found = log_odds(model, ids, mask, rows, cols, starts)
         return binary_cross_entropy_with_logits(found, targets), int(mask.sum())
 
-    def metrics(model) -> dict[str, float]:
+    def metrics(model: torch.nn.Module) -> dict[str, float]:
         return step_metrics(model, log_odds, evaluation, pairs, pad_id, config.batch_size)
 
     run_loop(

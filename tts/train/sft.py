@@ -6,33 +6,36 @@ conversation is rendered with the model's chat template and the loss falls on th
 Batches are padded; AdamW with linear warmup then cosine decay; gradient accumulation.
 
 With `eval_dataset` set, every `eval_every` steps the checkpoint is scored greedily through the
-native engine (the accuracy goes to the log). Checkpoints, resuming and the log are the shared
-loop's (`tts.train.loop`).
+native engine (`tts.train.evaluate.pass_at_1` with one greedy sample; the accuracy goes to the
+log). Checkpoints, resuming and the log are the shared supervised loop's (`tts.train.loop`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
+from tts.data.datasets import load_dataset
 from tts.data.jsonl import iter_jsonl
+from tts.data.synthetic import write_sft
+from tts.engine import SamplingParams, load
 from tts.errors import TTSError
 from tts.models.tiny import CONFIG_CLASSES, build_tokenizer
-from tts.train.loop import (
-    LoopConfig,
-    load_recipe,
-    model_folder,
-    recover,
-    resume_state,
-    run_loop,
-    save,
-)
+from tts.prompts import DEFAULT_INSTRUCTION
+from tts.train.checkpoint import recover, resume_state, save
+from tts.train.evaluate import pass_at_1
+from tts.train.loop import SupervisedConfig, run_loop
+from tts.train.recipe import load_recipe, model_folder
 
 
 class ModelInit(BaseModel):
@@ -63,8 +66,8 @@ class SynthData(BaseModel):
     seed: int = Field(0, description="problem seed")
 
 
-class SFTConfig(LoopConfig):
-    """One SFT run (the loop's settings are `LoopConfig`'s)."""
+class SFTConfig(SupervisedConfig):
+    """One SFT run (the loop's settings are `SupervisedConfig`'s)."""
 
     data: Path = Field(description="SFT JSON Lines file")
     synth: list[SynthData] = Field([], description="synthetic problems appended to data first")
@@ -132,7 +135,9 @@ def read_conversations(path: Path) -> list[list[dict[str, str]]]:
     return conversations
 
 
-def build_model(config: SFTConfig, conversations: list[list[dict[str, str]]]):
+def build_model(
+    config: SFTConfig, conversations: list[list[dict[str, str]]]
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and tokenizer to train: loaded from a folder, or new from `init`."""
     if config.model is not None:
         folder = model_folder(config.model)
@@ -164,7 +169,10 @@ def build_model(config: SFTConfig, conversations: list[list[dict[str, str]]]):
     return AutoModelForCausalLM.from_config(model_config), tokenizer
 
 
-def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device):
+def collate(
+    batch: list[tuple[list[int], list[int]]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Padded ids, labels (-100 on padding) and attention mask of a micro-batch, on `device`."""
     width = max(len(ids) for ids, _ in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -178,23 +186,13 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, device: torch
     return ids.to(device), labels.to(device), mask.to(device)
 
 
-def evaluate(folder: Path, config: SFTConfig) -> float:
-    """Greedy accuracy of the model in `folder` on `config.eval_dataset`, through the engine."""
-    from tts.data.datasets import load_dataset
-    from tts.engine import load
-    from tts.search import make_strategy
-    from tts.verifiers import is_correct
-
-    problems = load_dataset(config.eval_dataset)
+def greedy_accuracy(folder: Path, config: SFTConfig) -> float:
+    """Greedy accuracy of the model in `folder` on `config.eval_dataset`, through the engine:
+    pass@1 of one greedy answer per problem, posed with the default instruction."""
     backend = load(folder, backend="native", device=config.device)
-    greedy = make_strategy("majority", n=1, temperature=0, max_tokens=config.eval_max_tokens)
-
-    async def solve_all():
-        return await asyncio.gather(*(greedy.solve(p.problem, backend) for p in problems))
-
-    results = asyncio.run(solve_all())
-    right = sum(is_correct(r.answer, p.answer) for r, p in zip(results, problems))
-    return right / len(problems)
+    greedy = SamplingParams(temperature=0, max_tokens=config.eval_max_tokens)
+    problems = load_dataset(config.eval_dataset)
+    return pass_at_1(backend, problems, DEFAULT_INSTRUCTION, lambda _: greedy)
 
 
 def steps_for_budget(examples: list[tuple[list[int], list[int]]], config: SFTConfig) -> int:
@@ -207,8 +205,6 @@ def steps_for_budget(examples: list[tuple[list[int], list[int]]], config: SFTCon
 def train_sft(config: SFTConfig) -> Path:
     """Train (or resume); return the final model folder."""
     if config.synth:
-        from tts.data.synthetic import write_sft
-
         config.data.parent.mkdir(parents=True, exist_ok=True)
         for spec in config.synth:
             write_sft(config.data, **spec.model_dump())
@@ -226,12 +222,14 @@ def train_sft(config: SFTConfig) -> Path:
     state = resume_state(config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def loss_of(model, micro, device):
+    def loss_of(
+        model: PreTrainedModel, micro: list[tuple[list[int], list[int]]], device: torch.device
+    ) -> tuple[torch.Tensor, int]:
         ids, labels, mask = collate(micro, pad_id, device)
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss, int(mask.sum())
 
-    def accuracy(model) -> dict[str, float]:
-        return {"eval_accuracy": evaluate(config.out / "checkpoint", config)}
+    def accuracy(model: PreTrainedModel) -> dict[str, float]:
+        return {"eval_accuracy": greedy_accuracy(config.out / "checkpoint", config)}
 
     evaluating = config.eval_dataset is not None
     run_loop(

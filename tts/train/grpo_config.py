@@ -1,0 +1,61 @@
+"""The settings of one GRPO run (`tts train grpo --recipe`), read by every part of its step:
+the problem draw, the rollout, the update and the loop."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tts.engine import SamplingParams
+from tts.prompts import DEFAULT_INSTRUCTION
+from tts.seeds import derive_seed
+from tts.train.grpo_rewards import RewardConfig
+from tts.train.policy_loss import LossConfig
+from tts.train.recipe import TrainConfig
+
+
+class GRPOConfig(TrainConfig):
+    """One GRPO run. `batch_size` is the micro-batch of sequences per forward of the update."""
+
+    model: str = Field("builtin", description="causal LM folder to start from, or builtin")
+    dataset: str = Field("synth:arith:3:2000:train", description="training problems")
+    problem_draw: Literal["uniform", "curriculum", "failure"] = Field(
+        "uniform", description="how training problems are drawn (curriculum needs pass rates)"
+    )
+    prompts_per_step: int = Field(16, ge=1, description="problems (groups) per step")
+    group_size: int = Field(8, ge=2, description="completions per problem (G)")
+    temperature: float = Field(1.0, gt=0, description="rollout temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="rollout nucleus mass")
+    max_tokens: int = Field(256, ge=1, description="rollout token budget")
+    instruction: str = Field(DEFAULT_INSTRUCTION, description="appended to each problem")
+    loss: LossConfig = Field(default_factory=LossConfig, description="policy loss")
+    rewards: RewardConfig = Field(default_factory=RewardConfig, description="reward terms")
+    dynamic_sampling: bool | None = Field(
+        None,
+        description="drop groups of equal rewards and draw more; default: the loss variant's "
+        "(tts.train.policy_loss.VARIANTS)",
+    )
+    max_draws: int = Field(3, ge=1, description="draw rounds per step with dynamic sampling")
+    epochs: int = Field(1, ge=1, description="optimizer steps over each step's rollouts")
+    eval_dataset: str | None = Field("synth:arith:3", description="held-out pass@1 set")
+    eval_limit: int = Field(100, ge=1, description="eval problems")
+    eval_samples: int = Field(4, ge=1, description="samples per eval problem")
+    eval_every: int = Field(25, ge=1, description="steps between evaluations")
+    engine_blocks: int = Field(4096, ge=16, description="KV blocks of the rollout engine")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> GRPOConfig:
+        if self.dynamic_sampling is None:
+            self.dynamic_sampling = self.loss.rules.dynamic_sampling
+        return self
+
+    def sampling_params(self, n: int, *seed_parts: object) -> SamplingParams:
+        """`n` samples at the rollout settings, seeded by the run seed and `seed_parts`."""
+        return SamplingParams(
+            n=n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_tokens,
+            seed=derive_seed(self.seed, *seed_parts),
+        )
