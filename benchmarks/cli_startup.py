@@ -2,8 +2,11 @@
 
 Each command runs RUNS times in a new interpreter; the median is reported beside two
 references: a bare interpreter (the floor) and `import tts.search` (torch, transformers and
-the verifiers: what every command paid before the CLI imported them lazily). Then what
-`import tts.cli` spends its time on, from `python -X importtime`.
+the verifiers: what every command paid before the CLI imported them lazily). `tts --help` and
+a command whose config is light (`tts data synth`) import none of it; a command's flags come
+from its config, so `tts bench --help` and `tts bench --bogus` pay the import of BenchConfig's
+module, as every command whose config imports the engine does. Then what `import tts.cli`
+spends its time on, from `python -X importtime`.
 
     python benchmarks/cli_startup.py
 """
@@ -25,6 +28,7 @@ TOP = 8  # modules listed from the import-time profile
 TTS = [shutil.which("tts")] if shutil.which("tts") else [sys.executable, "-m", "tts.cli"]
 COMMANDS = {
     "tts --help": [*TTS, "--help"],
+    "tts data synth --help": [*TTS, "data", "synth", "--help"],
     "tts bench --help": [*TTS, "bench", "--help"],
     "tts bench --bogus": [*TTS, "bench", "--out", "unused", "--bogus"],
     "python (bare interpreter)": [sys.executable, "-c", "pass"],
