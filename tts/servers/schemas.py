@@ -4,7 +4,7 @@ Every field either works as OpenAI (or vLLM, for its extensions) defines it, or 
 name with a 400: an unknown field is refused, and so is a known feature tts does not implement
 (tools, response_format, penalties...) unless its value is the no-op that clients send by
 default (`tools: []`, `frequency_penalty: 0`), which is accepted as the no-op it is. Responses
-are plain dicts built where they are produced (`sampling.py`, `thinking.py`), shaped as OpenAI's.
+are plain dicts built where they are produced (`plain.py`, `search.py`), shaped as OpenAI's.
 """
 
 from __future__ import annotations
