@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -93,6 +94,8 @@ def run_loop(loop: Loop, args: argparse.Namespace) -> None:
     module = importlib.import_module(loop.module)
     overrides = config_values(getattr(module, loop.config), args)
     result = getattr(module, loop.train)(module.load_config(args.recipe, **overrides))
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
+        return
     if not isinstance(result, dict):
         print(result)
         return

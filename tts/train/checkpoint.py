@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,18 @@ def save(
     tokenizer: PreTrainedTokenizerBase,
     folder: Path,
     state: dict[str, Any] | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
     json_files: dict[str, Any] | None = None,
 ) -> None:
-    """Write a Hugging Face folder (plus trainer state, plus `json_files`: name -> object) so
+    """Write a Hugging Face folder (of `weights`, by default the model's own state dict; a
+    sharded model's are gathered first) plus trainer state, plus `json_files`: name -> object, so
     that a kill at any moment leaves the previous folder or the new one whole, never neither:
     the new one is written and synced as FOLDER.partial, the previous one renamed to
     FOLDER.old, the new one renamed into place, and only then the old one removed. `recover`
     finishes or undoes an interrupted swap."""
     recover(folder)
     partial, old = swap_names(folder)
-    model.save_pretrained(partial)
+    model.save_pretrained(partial, state_dict=weights)
     tokenizer.save_pretrained(partial)
     if state is not None:
         torch.save(state, partial / "trainer_state.pt")
@@ -80,12 +83,16 @@ def sync(folder: Path) -> None:
 
 
 def trainer_state(
-    optimizer: torch.optim.Optimizer, step: int, config: TrainConfig, **extra: Any
+    optimizer: torch.optim.Optimizer | dict[str, Any],
+    step: int,
+    config: TrainConfig,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """What `trainer_state.pt` holds after optimizer step `step`: the optimizer, the step, the
-    RNG state, the config (a resume checks it) and the loop's own `extra` entries."""
+    """What `trainer_state.pt` holds after optimizer step `step`: the optimizer's state (or the
+    state itself, as a sharded loop gathers it), the step, the RNG state, the config (a resume
+    checks it) and the loop's own `extra` entries."""
     return {
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer if isinstance(optimizer, dict) else optimizer.state_dict(),
         "step": step,
         "rng": torch.get_rng_state(),
         "config": config.model_dump(mode="json"),
@@ -105,12 +112,17 @@ def resume_state(config: TrainConfig) -> dict[str, Any] | None:
     return state
 
 
-def restore(optimizer: torch.optim.Optimizer, state: dict[str, Any] | None) -> int:
-    """Put back the optimizer and RNG state of a `resume_state` (none: a fresh start); the
-    number of optimizer steps already taken."""
+def restore(
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any] | None,
+    load_optimizer: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    """Put back the optimizer (by `load_optimizer`, as a sharded loop loads it, else its own
+    `load_state_dict`) and RNG state of a `resume_state` (none: a fresh start); the number of
+    optimizer steps already taken."""
     if state is None:
         return 0
-    optimizer.load_state_dict(state["optimizer"])
+    (load_optimizer or optimizer.load_state_dict)(state["optimizer"])
     torch.set_rng_state(state["rng"])
     return state["step"]
 

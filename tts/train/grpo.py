@@ -13,6 +13,12 @@ One step (Shao et al., 2024, "DeepSeekMath", Sec. 4.1; the DeepSeek-R1 recipe):
 4. the trainer's weights go into the engine (`NativeBackend.update_weights`: no reload from
    disk), which also forgets its prefix cache.
 
+Under `torchrun --nproc_per_node N` (`tts.train.distributed`) each rank runs this loop with its
+own engine: it rolls out its share of the step's groups, trains the FSDP2-sharded model on
+them with the loss normalised over every rank's batch, and takes the whole weights into its
+engine after the update. Logged statistics cover every rank; rank 0 alone evaluates and writes
+the log, checkpoints and the final folder.
+
 Log lines (`OUT/log.jsonl`, one per step): the reward and each of its parts, accuracy, mean and
 max completion length, loss, clip fraction, entropy, KL (with a reference), groups kept, tokens
 per second of rollout and of training; every `eval_every` steps, pass@1 on `eval_dataset`
@@ -33,9 +39,16 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tts.data.datasets import load_dataset
-from tts.devices import resolve_device
 from tts.engine import Backend, load
 from tts.train.checkpoint import open_log, restore, resume_state, save, trainer_state
+from tts.train.distributed import (
+    full_weights,
+    join,
+    leave,
+    optimizer_loader,
+    optimizer_state,
+    shard,
+)
 from tts.train.draw import ProblemDraw
 from tts.train.evaluate import pass_at_1
 from tts.train.grpo_config import GRPOConfig
@@ -65,11 +78,11 @@ def evaluate(backend: Backend, config: GRPOConfig) -> dict[str, float]:
 
 def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     """Train (or resume); return the final folder and the last eval."""
+    ranks, device = join(config.device)
     problems = load_dataset(config.dataset)
     draw = ProblemDraw(problems, config)
-    state = resume_state(config)
+    state = ranks.main_first(resume_state, config)
     start = config.out / "checkpoint" if state is not None else model_folder(config.model)
-    device = resolve_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(start)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32).to(device)
@@ -79,42 +92,52 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
             model_folder(config.model), dtype=torch.float32
         ).to(device)
         reference.eval().requires_grad_(False)
+    model = shard(model, ranks, device, config.activation_checkpointing, config.mixed_precision)
     backend = load(
         model_folder(config.model), "native", device=str(device), num_blocks=config.engine_blocks
     )
-    backend.update_weights(model.state_dict().items())
+    backend.update_weights(full_weights(model, ranks).items())
     optimizer = make_optimizer(model, config)
-    step = restore(optimizer, state)
+    step = restore(optimizer, state, optimizer_loader(model, optimizer, ranks))
     if state is not None:
         draw.success = state["success"]
-    log = open_log(config, step)
+    log = open_log(config, step) if ranks.main else None
     last_eval: dict[str, float] = {}
-    if step == 0 and config.eval_dataset:
+    if step == 0 and config.eval_dataset and log is not None:
         last_eval = evaluate(backend, config)
         log.write({"step": 0, **last_eval})
-    bar = tqdm(total=config.max_steps, initial=step, desc="grpo", unit="step")
+    bar = tqdm(
+        total=config.max_steps, initial=step, desc="grpo", unit="step", disable=not ranks.main
+    )
     while step < config.max_steps:
         lr = set_lr(optimizer, step, config)
-        batch = rollout(backend, tokenizer, draw, config, step)
-        record = {"step": step + 1, "lr": lr} | rollout_stats(batch)
-        if batch.sequences:
-            record |= update(model, reference, optimizer, batch, pad_id, config)
-            backend.update_weights(model.state_dict().items())
+        batch = rollout(backend, tokenizer, draw, config, step, ranks)
+        record = {"step": step + 1, "lr": lr} | rollout_stats(batch, ranks)
+        if record["groups_kept"]:
+            record |= update(model, reference, optimizer, batch, pad_id, config, ranks)
+            backend.update_weights(full_weights(model, ranks).items())
         step += 1
-        log.write(record)
         bar.update()
         bar.set_postfix(reward=f"{record['reward']:.2f}", acc=f"{record['accuracy']:.2f}")
         evaluate_now = config.eval_dataset and (
             step % config.eval_every == 0 or step == config.max_steps
         )
-        if evaluate_now:
-            last_eval = evaluate(backend, config)
-            log.write({"step": step, **last_eval})
+        if log is not None:
+            log.write(record)
+            if evaluate_now:
+                last_eval = evaluate(backend, config)
+                log.write({"step": step, **last_eval})
         if step % config.save_every == 0 or step == config.max_steps:
-            state = trainer_state(optimizer, step, config, success=draw.success)
-            save(model, tokenizer, config.out / "checkpoint", state)
+            weights = full_weights(model, ranks)
+            state = trainer_state(
+                optimizer_state(model, optimizer, ranks), step, config, success=draw.success
+            )
+            if ranks.main:
+                save(model, tokenizer, config.out / "checkpoint", state, weights)
     bar.close()
-    log.close()
-    final = config.out / "final"
-    save(model, tokenizer, final)
+    final, weights = config.out / "final", full_weights(model, ranks)
+    if log is not None:
+        log.close()
+        save(model, tokenizer, final, weights=weights)
+    leave(ranks)
     return {"final": str(final), **last_eval}

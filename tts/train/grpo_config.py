@@ -16,7 +16,8 @@ from tts.train.recipe import TrainConfig
 
 
 class GRPOConfig(TrainConfig):
-    """One GRPO run. `batch_size` is the micro-batch of sequences per forward of the update."""
+    """One GRPO run. `batch_size` is the micro-batch of sequences per forward of the update,
+    unless `micro_batch_tokens` bounds micro-batches by padded tokens instead."""
 
     model: str = Field("builtin", description="causal LM folder to start from, or builtin")
     dataset: str = Field("synth:arith:3:2000:train", description="training problems")
@@ -43,6 +44,20 @@ class GRPOConfig(TrainConfig):
     eval_samples: int = Field(4, ge=1, description="samples per eval problem")
     eval_every: int = Field(25, ge=1, description="steps between evaluations")
     engine_blocks: int = Field(4096, ge=16, description="KV blocks of the rollout engine")
+    micro_batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="padded tokens per micro-batch of the update (a longer sequence goes "
+        "alone); default: batch_size sequences per micro-batch",
+    )
+    activation_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, more time"
+    )
+    mixed_precision: bool | None = Field(
+        None,
+        description="under torchrun, compute in bfloat16 and reduce gradients in float32; "
+        "default: where the device has bf16 (CUDA)",
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> GRPOConfig:

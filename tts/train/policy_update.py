@@ -1,10 +1,14 @@
 """The GRPO update: `epochs` optimizer steps of the policy loss (`tts.train.policy_loss`) over
-one step's rollouts, in micro-batches of `batch_size` sequences.
+one step's rollouts, in micro-batches of `batch_size` sequences or of at most
+`micro_batch_tokens` padded tokens (`micro_batches`).
 
 Each micro-batch's loss is weighted by its share of the step's normaliser (completions or
 tokens, as the loss variant divides), so the summed gradients are those of the loss over the
-whole step, whatever the micro-batch size. With `epochs` > 1 the ratio's denominator is the
-policy that sampled, computed once before the first optimizer step (PPO's old policy).
+whole step, whatever the micro-batch size. Under torchrun the normaliser is summed over every
+rank's rollouts first, and each rank's loss is scaled by the rank count because FSDP2 averages
+gradients over ranks: the update is that of one process on the whole batch, whatever the rank
+count. With `epochs` > 1 the ratio's denominator is the policy that sampled, computed once
+before the first optimizer step (PPO's old policy).
 """
 
 from __future__ import annotations
@@ -14,38 +18,35 @@ import time
 import torch
 from transformers import PreTrainedModel
 
+from tts.train.distributed import ONE_PROCESS, Ranks, as_float
 from tts.train.grpo_config import GRPOConfig
+from tts.train.logprobs import token_logprobs
 from tts.train.policy_loss import micro_weight, policy_loss
 from tts.train.rollout import Rollout
 
 
-def token_logprobs(
-    model: PreTrainedModel,
-    batch: list[list[int]],
-    starts: list[int],
-    pad_id: int,
-    temperature: float,
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Log-probabilities of each sequence's completion tokens (at the rollout `temperature`, as
-    the engine sampled them), their mask and the mean entropy, as [B, T] tensors."""
-    device = next(model.parameters()).device
-    width = max(len(seq) for seq in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    mask = torch.zeros((len(batch), width - 1))
-    for row, (seq, start) in enumerate(zip(batch, starts)):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        attention[row, : len(seq)] = 1
-        mask[row, start - 1 : len(seq) - 1] = 1  # position t predicts token t + 1
-    ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
-    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    logits = logits / temperature
-    logprobs = torch.log_softmax(logits, dim=-1)
-    chosen = logprobs.gather(-1, ids[:, 1:, None]).squeeze(-1)
-    with torch.no_grad():
-        entropy = -(logprobs.exp() * logprobs).sum(-1)
-        mean_entropy = float((entropy * mask).sum() / mask.sum().clamp(min=1))
-    return chosen, mask, mean_entropy
+def micro_batches(lengths: list[int], config: GRPOConfig) -> list[list[int]]:
+    """The sequences' indices, shortest first, cut into micro-batches: `batch_size` each, or
+    with `micro_batch_tokens` as many as fit in that many padded tokens (a micro-batch's count
+    times its longest length; a sequence longer than that goes alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    if config.micro_batch_tokens is None:
+        return [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    micros: list[list[int]] = []
+    for i in order:  # shortest first: the sequence added is the micro-batch's longest
+        if micros and (len(micros[-1]) + 1) * lengths[i] <= config.micro_batch_tokens:
+            micros[-1].append(i)
+        else:
+            micros.append([i])
+    return micros
+
+
+def idle_pass(model: PreTrainedModel, pad_id: int, temperature: float) -> None:
+    """A forward and backward on one padding token that adds nothing to the gradients: a rank
+    with fewer micro-batches than another still joins each of FSDP2's collectives."""
+    logprobs, _, _ = token_logprobs(model, [[pad_id, pad_id]], [1], pad_id, temperature)
+    if torch.is_grad_enabled():
+        (logprobs.sum() * 0.0).backward()
 
 
 def update(
@@ -55,19 +56,25 @@ def update(
     batch: Rollout,
     pad_id: int,
     config: GRPOConfig,
+    ranks: Ranks = ONE_PROCESS,
 ) -> dict[str, float]:
-    """`epochs` optimizer steps of the policy loss over the rollouts (with the KL to a frozen
-    `reference` when there is one); the last epoch's statistics."""
+    """`epochs` optimizer steps of the policy loss over the rollouts (this rank's share of
+    them under torchrun; with the KL to a frozen `reference` when there is one); the last
+    epoch's statistics, over every rank."""
     model.train()
-    order = sorted(range(len(batch.sequences)), key=lambda i: len(batch.sequences[i]))
-    micros = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    sequences = len(order)
-    tokens = sum(len(batch.sequences[i]) - batch.starts[i] for i in order)
+    micros = micro_batches([len(seq) for seq in batch.sequences], config)
+    micros += [[] for _ in range(int(ranks.max(len(micros))) - len(micros))]
+    sequences, tokens = ranks.sum(
+        [len(batch.sequences), sum(len(seq) - s for seq, s in zip(batch.sequences, batch.starts))]
+    )
     temperature = config.temperature
     old: dict[int, torch.Tensor] = {}
     if config.epochs > 1:  # the ratio's denominator: the policy that sampled, before any step
         with torch.no_grad():
             for micro in micros:
+                if not micro:
+                    idle_pass(model, pad_id, temperature)
+                    continue
                 seqs = [batch.sequences[i] for i in micro]
                 logprobs, _, _ = token_logprobs(
                     model, seqs, [batch.starts[i] for i in micro], pad_id, temperature
@@ -77,6 +84,9 @@ def update(
     for _ in range(config.epochs):
         sums = {"loss": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "kl": 0.0}
         for micro in micros:
+            if not micro:
+                idle_pass(model, pad_id, temperature)
+                continue
             seqs = [batch.sequences[i] for i in micro]
             starts = [batch.starts[i] for i in micro]
             logprobs, mask, entropy = token_logprobs(model, seqs, starts, pad_id, temperature)
@@ -90,7 +100,7 @@ def update(
                 logprobs, previous, advantages, mask, config.loss, config.max_tokens, ref
             )
             weight = micro_weight(config.loss.rules, mask, sequences, tokens)
-            (loss * weight).backward()
+            (loss * (weight * ranks.world)).backward()
             sums["loss"] += loss.item() * weight
             sums["clip_fraction"] += stats["clip_fraction"] * weight
             sums["entropy"] += entropy * weight
@@ -98,8 +108,8 @@ def update(
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        totals = sums | {"grad_norm": float(norm)}
-    seconds = time.perf_counter() - started
+        totals = dict(zip(sums, ranks.sum(list(sums.values())))) | {"grad_norm": as_float(norm)}
+    seconds = ranks.max(time.perf_counter() - started)
     if reference is None:
         totals.pop("kl")
     model.eval()

@@ -5,14 +5,16 @@ it). With dynamic sampling (DAPO, eq. 11) groups whose rewards are all equal are
 more problems are drawn, up to `max_draws` rounds.
 
 Every request is seeded by (seed, step, round, problem), so a resumed run samples what an
-uninterrupted one does.
+uninterrupted one does. Under torchrun every rank draws the same problems (the draw is seeded
+by step and round, and the success table is shared after each round) and samples its share of
+them, dealt round-robin; each rank's `Rollout` holds its own groups.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from tts.data.problem import Problem
 from tts.engine import Backend, Completion
 from tts.engine.backend import encode_prompt
 from tts.prompts import build_prompt
+from tts.train.distributed import ONE_PROCESS, Ranks
 from tts.train.draw import ProblemDraw
 from tts.train.grpo_config import GRPOConfig
 from tts.train.grpo_rewards import group_rewards
@@ -91,16 +94,20 @@ def rollout(
     draw: ProblemDraw,
     config: GRPOConfig,
     step: int,
+    ranks: Ranks = ONE_PROCESS,
 ) -> Rollout:
-    """Sample, score and keep one step's groups (dynamic sampling draws again for dropped ones);
-    each problem's success rate goes into `draw.success`."""
+    """Sample, score and keep this rank's share of one step's groups (dynamic sampling draws
+    again for dropped ones, as many as every rank together dropped); each problem's success
+    rate goes into `draw.success` on every rank."""
     result, started = Rollout(), time.perf_counter()
     rounds = config.max_draws if config.dynamic_sampling else 1
+    kept = 0  # groups kept by all ranks together
     for round_ in range(rounds):
-        wanted = config.prompts_per_step - result.groups_kept
+        wanted = config.prompts_per_step - kept
         if wanted <= 0:
             break
-        problems = draw.draw(step, round_, wanted)
+        problems = ranks.share(draw.draw(step, round_, wanted))
+        success, kept_before = {}, result.groups_kept
         for problem, prompt_ids, completions in sample_groups(
             backend, tokenizer, problems, config, step, round_
         ):
@@ -109,7 +116,7 @@ def rollout(
             rewards, parts = group_rewards(
                 texts, ids, problem.answer, config.max_tokens, config.rewards
             )
-            draw.success[problem.id] = sum(parts["accuracy"]) / len(texts)
+            success[problem.id] = sum(parts["accuracy"]) / len(texts)
             result.groups_drawn += 1
             result.tokens += sum(len(i) for i in ids)
             table = torch.tensor([rewards], dtype=torch.float64)
@@ -117,13 +124,32 @@ def rollout(
                 continue
             advantages = group_advantages(table, scale=config.loss.rules.scale_advantages)[0]
             result.add_group(prompt_ids, completions, rewards, parts, advantages.tolist())
+        for rates in ranks.gather(success):
+            draw.success.update(rates)
+        kept += int(ranks.sum([result.groups_kept - kept_before])[0])
     result.seconds = time.perf_counter() - started
     return result
 
 
-def rollout_stats(batch: Rollout) -> dict[str, float]:
-    """The step's log entries about its rollouts: mean reward and each part, lengths, groups,
-    sampling speed."""
+def merged(parts: list[Rollout]) -> Rollout:
+    """The statistics of every rank's rollout as one, without the sequences."""
+    whole = Rollout(seconds=max(part.seconds for part in parts))
+    for part in parts:
+        whole.rewards += part.rewards
+        whole.lengths += part.lengths
+        for name, values in part.parts.items():
+            whole.parts.setdefault(name, []).extend(values)
+        whole.groups_drawn += part.groups_drawn
+        whole.groups_kept += part.groups_kept
+        whole.tokens += part.tokens
+    return whole
+
+
+def rollout_stats(batch: Rollout, ranks: Ranks = ONE_PROCESS) -> dict[str, float]:
+    """The step's log entries about its rollouts, over every rank's groups: mean reward and each
+    part, lengths, groups, sampling speed."""
+    if ranks.joined:
+        batch = merged(ranks.gather(replace(batch, sequences=[], starts=[], advantages=[])))
     lengths = batch.lengths or [0]
     stats = {
         "reward": float(np.mean(batch.rewards)) if batch.rewards else 0.0,

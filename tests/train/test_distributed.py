@@ -1,0 +1,184 @@
+"""GRPO under torchrun on CPU (gloo, FSDP2): the 2-rank update equals the 1-process update on
+the same global batch, micro-batches by token budget change nothing but the packing, and
+`torchrun --nproc_per_node 2 -m tts.cli train grpo` writes its files once and resumes after a
+kill of the whole job."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+from transformers import AutoModelForCausalLM
+
+from tts.train.distributed import Ranks, full_weights, leave, shard
+from tts.train.grpo_config import GRPOConfig
+from tts.train.policy_update import micro_batches, update
+from tts.train.rollout import Rollout
+
+from .resume import assert_same_weights, training_log
+
+
+def fixed_rollout(vocab: int, count: int = 7) -> Rollout:
+    """`count` sequences of mixed lengths with fixed advantages (seeded)."""
+    rng = random.Random(0)
+    batch = Rollout()
+    for _ in range(count):
+        prompt = rng.randint(3, 6)
+        batch.sequences.append([rng.randrange(vocab) for _ in range(prompt + rng.randint(2, 14))])
+        batch.starts.append(prompt)
+        batch.advantages.append(rng.uniform(-1.5, 1.5))
+    return batch
+
+
+def share(batch: Rollout, ranks: Ranks) -> Rollout:
+    return Rollout(
+        sequences=ranks.share(batch.sequences),
+        starts=ranks.share(batch.starts),
+        advantages=ranks.share(batch.advantages),
+    )
+
+
+def one_update(folder: Path, config: GRPOConfig, ranks: Ranks) -> tuple[dict, dict]:
+    """The weights and stats after one SGD step of the policy loss on this rank's share of
+    `fixed_rollout` (SGD: the step is the gradient itself, so any difference shows)."""
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model = shard(model, ranks, torch.device("cpu"), False, None)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    batch = share(fixed_rollout(model.config.vocab_size), ranks)
+    stats = update(model, None, optimizer, batch, 0, config, ranks)
+    return {k: v.clone() for k, v in full_weights(model, ranks).items()}, stats
+
+
+def rank_main(rank: int, world: int, store: str, folder: Path, config: GRPOConfig, out: Path):
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
+    weights, stats = one_update(folder, config, Ranks(rank, world, joined=True))
+    if rank == 0:
+        torch.save((weights, stats), out)
+    leave(Ranks(rank, world, joined=True))  # a barrier first: no rank tears down gloo early
+
+
+@pytest.mark.parametrize(
+    ("family", "variant", "micro_batch_tokens"),
+    [("tiny_qwen", "grpo", None), ("tiny_llama", "dapo", 40)],
+)
+def test_two_ranks_update_equals_one_process_update(
+    family, variant, micro_batch_tokens, request, tmp_path
+):
+    folder = request.getfixturevalue(family)  # qwen2 ties its output embedding, llama does not
+    config = GRPOConfig(
+        out=tmp_path,
+        batch_size=2,
+        grad_clip=5.0,
+        max_tokens=16,
+        loss={"variant": variant},
+        micro_batch_tokens=micro_batch_tokens,
+    )
+    alone, alone_stats = one_update(folder, config, Ranks())
+    start = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).state_dict()
+    store, out = f"file://{tmp_path / 'store'}", tmp_path / "two.pt"
+    mp.spawn(rank_main, args=(2, store, folder, config, out), nprocs=2)
+    shared, shared_stats = torch.load(out, weights_only=False)
+    assert shared.keys() == alone.keys()
+    moved = max(float((alone[k] - start[k]).abs().max()) for k in alone)
+    gap = max(float((alone[k] - shared[k]).abs().max()) for k in alone)
+    assert moved > 1e-3 and gap < 1e-5, (moved, gap)
+    for key in ("loss", "entropy", "clip_fraction", "grad_norm"):
+        assert shared_stats[key] == pytest.approx(alone_stats[key], rel=1e-5, abs=1e-7), key
+
+
+def test_micro_batches_hold_at_most_the_token_budget_and_default_to_batch_size(tmp_path):
+    lengths = [9, 3, 30, 4, 8, 8]
+    by_count = micro_batches(lengths, GRPOConfig(out=tmp_path, batch_size=4))
+    assert by_count == [[1, 3, 4, 5], [0, 2]]
+    by_tokens = micro_batches(lengths, GRPOConfig(out=tmp_path, micro_batch_tokens=24))
+    assert by_tokens == [[1, 3, 4], [5, 0], [2]]  # 3 x 8, 2 x 9, and 30 alone
+    for micro in by_tokens[:-1]:
+        assert len(micro) * max(lengths[i] for i in micro) <= 24
+
+
+def test_token_budget_micro_batches_give_the_same_update(tiny_qwen, tmp_path):
+    by_count, _ = one_update(tiny_qwen, GRPOConfig(out=tmp_path, batch_size=7), Ranks())
+    by_tokens, _ = one_update(tiny_qwen, GRPOConfig(out=tmp_path, micro_batch_tokens=30), Ranks())
+    assert max(float((by_count[k] - by_tokens[k]).abs().max()) for k in by_count) < 1e-6
+
+
+def torchrun(recipe: Path) -> subprocess.Popen:
+    """`torchrun --nproc_per_node 2 -m tts.cli train grpo --recipe RECIPE`, its output in
+    RECIPE's folder (a pipe could fill and stall it)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", "-m", "tts.cli", "train", "grpo", "--recipe", str(recipe)]
+    return subprocess.Popen(
+        command,
+        env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+        stdout=(recipe.parent / "output.txt").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def kill_job(launcher: subprocess.Popen) -> None:
+    """SIGKILL the launcher and its ranks (torchrun starts each rank in a session of its own)."""
+    ranks = [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and (entry / "stat").exists()
+        and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == launcher.pid
+    ]
+    for pid in [launcher.pid, *ranks]:
+        os.kill(pid, signal.SIGKILL)
+    launcher.wait()
+
+
+def job_recipe(folder: Path) -> Path:
+    values = {
+        "out": str(folder / "out"),
+        "dataset": "synth:arith:1:40:train",
+        "prompts_per_step": 4,
+        "group_size": 2,
+        "max_tokens": 48,
+        "max_steps": 2,
+        "batch_size": 4,
+        "lr": 1e-4,
+        "warmup_steps": 1,
+        "save_every": 1,
+        "eval_dataset": "synth:arith:1:4",
+        "eval_samples": 1,
+        "eval_every": 2,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(values))
+    return folder / "recipe.yaml"
+
+
+def test_torchrun_job_writes_once_and_resumes_after_a_kill(tmp_path):
+    whole = torchrun(job_recipe(tmp_path / "a"))
+    assert whole.wait(timeout=300) == 0, (tmp_path / "a" / "output.txt").read_text()[-3000:]
+    log = training_log(tmp_path / "a")
+    assert [r["step"] for r in log if "reward" in r] == [1, 2]  # rank 0 alone writes
+    assert [r["step"] for r in log if "eval_pass@1" in r] == [0, 2]
+    assert (tmp_path / "a" / "out" / "final" / "model.safetensors").is_file()
+
+    recipe = job_recipe(tmp_path / "b")
+    killed = torchrun(recipe)
+    state = tmp_path / "b" / "out" / "checkpoint" / "trainer_state.pt"
+    deadline = time.monotonic() + 300
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    kill_job(killed)
+    resumed = torchrun(recipe)
+    assert resumed.wait(timeout=300) == 0, (tmp_path / "b" / "output.txt").read_text()[-3000:]
+    log = training_log(tmp_path / "b")
+    assert [r["step"] for r in log if "reward" in r] == [1, 2]
+    assert_same_weights(tmp_path / "a" / "out" / "final", tmp_path / "b" / "out" / "final")
