@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tts.cli import main
 from tts.data.datasets import Problem, load_dataset
 from tts.engine import SamplingParams, load
+from tts.engine.native.engine import NativeBackend
 from tts.errors import TTSError
 from tts.models.builtin import resolve_model
 from tts.train.draw import ProblemDraw
@@ -95,6 +96,30 @@ def test_the_engine_samples_from_the_trained_weights(tmp_path):
     assert any(
         abs(a[k] - s.get(k, 0.0)) > 1e-4 for a, s in zip(theirs.logprobs, start.logprobs) for k in a
     )
+
+
+def test_freeing_the_engine_kv_during_updates_changes_no_weight(tmp_path, monkeypatch):
+    """With `release_engine_memory` the engine's KV cache is gone during each update and back
+    for the next rollout, whose tokens, and so the weights, are those of a run that keeps it."""
+    calls = []
+
+    def counted(name):
+        real = getattr(NativeBackend, name)
+        return lambda self: (calls.append(name), real(self))
+
+    for name in ("release_memory", "reclaim_memory"):
+        monkeypatch.setattr(NativeBackend, name, counted(name))
+    kept = load_config(recipe(tmp_path / "kept", max_steps=2, eval_dataset=None))
+    assert not kept.release_engine_memory  # on CPU the default leaves the KV in place
+    train_grpo(kept)
+    assert calls == []
+    freed = load_config(
+        recipe(tmp_path / "freed", max_steps=2, eval_dataset=None, release_engine_memory=True)
+    )
+    train_grpo(freed)
+    assert calls == ["release_memory", "reclaim_memory"] * 2
+    final = "final/model.safetensors"
+    assert (kept.out / final).read_bytes() == (freed.out / final).read_bytes()
 
 
 def test_dynamic_sampling_drops_groups_whose_rewards_are_all_equal(tmp_path):

@@ -13,6 +13,10 @@ One step (Shao et al., 2024, "DeepSeekMath", Sec. 4.1; the DeepSeek-R1 recipe):
 4. the trainer's weights go into the engine (`NativeBackend.update_weights`: no reload from
    disk), which also forgets its prefix cache.
 
+The engine shares the trainer's device, so with `release_engine_memory` (the default on an
+accelerator) its KV cache is freed for steps 3-4 (`NativeBackend.release_memory`) and
+allocated again before the next rollout: the backward pass gets that memory.
+
 Under `torchrun --nproc_per_node N` (`tts.train.distributed`) each rank runs this loop with its
 own engine: it rolls out its share of the step's groups, trains the FSDP2-sharded model on
 them with the loss normalised over every rank's batch, and takes the whole weights into its
@@ -97,6 +101,9 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         model_folder(config.model), "native", device=str(device), num_blocks=config.engine_blocks
     )
     backend.update_weights(full_weights(model, ranks).items())
+    release_memory = config.release_engine_memory
+    if release_memory is None:
+        release_memory = device.type != "cpu"
     optimizer = make_optimizer(model, config)
     step = restore(optimizer, state, optimizer_loader(model, optimizer, ranks))
     if state is not None:
@@ -114,8 +121,12 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         batch = rollout(backend, tokenizer, draw, config, step, ranks)
         record = {"step": step + 1, "lr": lr} | rollout_stats(batch, ranks)
         if record["groups_kept"]:
+            if release_memory:
+                backend.release_memory()
             record |= update(model, reference, optimizer, batch, pad_id, config, ranks)
             backend.update_weights(full_weights(model, ranks).items())
+            if release_memory:
+                backend.reclaim_memory()
         step += 1
         bar.update()
         bar.set_postfix(reward=f"{record['reward']:.2f}", acc=f"{record['accuracy']:.2f}")

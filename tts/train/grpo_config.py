@@ -44,6 +44,11 @@ class GRPOConfig(TrainConfig):
     eval_samples: int = Field(4, ge=1, description="samples per eval problem")
     eval_every: int = Field(25, ge=1, description="steps between evaluations")
     engine_blocks: int = Field(4096, ge=16, description="KV blocks of the rollout engine")
+    release_engine_memory: bool | None = Field(
+        None,
+        description="free the rollout engine's KV cache during each update, which then has its "
+        "memory (the engine shares the trainer's device); default: on an accelerator, not on CPU",
+    )
     micro_batch_tokens: int | None = Field(
         None,
         ge=1,

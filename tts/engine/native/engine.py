@@ -59,7 +59,7 @@ class NativeBackend:
         self._active: dict[int, _Request] = {}  # request id -> request, while in the core
 
     def stats(self) -> dict[str, int]:
-        """Counters for metrics: KV blocks, prefix hits, preemptions, queue depth."""
+        """Counters for metrics: KV blocks and bytes, prefix hits, preemptions, queue depth."""
         return self.core.stats()
 
     def update_weights(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -69,6 +69,18 @@ class NativeBackend:
         if self._new or self.core.has_work:
             raise TTSError("the engine's weights can only change while no request is in flight")
         DEVICE_THREAD.submit(self.core.update_weights, tensors).result()
+
+    def release_memory(self) -> None:
+        """Free the KV cache's device memory while a trainer on the same device updates the
+        weights (vLLM's sleep, verl's offload); the prefix cache is forgotten with it. Only
+        between requests; a request before `reclaim_memory` is refused with a TTSError."""
+        if self._new or self.core.has_work:
+            raise TTSError("the engine's memory can only be released while no request is in flight")
+        DEVICE_THREAD.submit(self.core.release_memory).result()
+
+    def reclaim_memory(self) -> None:
+        """Allocate the KV cache again, as large as before, after `release_memory`."""
+        DEVICE_THREAD.submit(self.core.reclaim_memory).result()
 
     async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
         request = self._submit(prompt, params, streamed=False)

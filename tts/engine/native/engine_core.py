@@ -96,6 +96,11 @@ class EngineCore:
     def check(self, prompt_ids: list[int], params: SamplingParams) -> None:
         """A one-line TTSError unless the request can run: token ids the model takes, and a
         longest sequence that fits the model and the KV pool."""
+        if self.runner.kv_cache is None:
+            raise TTSError(
+                "the engine's KV cache is released (release_memory); "
+                "call reclaim_memory() before generating"
+            )
         check_token_ids(prompt_ids, params, self.runner.config.vocab_size)
         check_prompt_length(len(prompt_ids), self.max_model_len)
         longest = min(len(prompt_ids) + params.max_tokens, self.max_model_len)
@@ -227,11 +232,12 @@ class EngineCore:
         )
 
     def stats(self) -> dict[str, int]:
-        """Counters for metrics: KV blocks, prefix hits, preemptions, queue depth."""
+        """Counters for metrics: KV blocks and bytes, prefix hits, preemptions, queue depth."""
         scheduler = self.scheduler
         return {
             **scheduler.cache.stats(),
             **asdict(scheduler.stats),
+            "kv_cache_bytes": self.runner.kv_cache_bytes,
             "running": len(scheduler.running),
             "waiting": len(scheduler.waiting),
         }
@@ -241,6 +247,19 @@ class EngineCore:
         weights computed. Only while no request is in flight (`has_work` false)."""
         self.runner.update_weights(tensors)
         self.scheduler.cache.forget_all()
+
+    def release_memory(self) -> None:
+        """Free the KV cache's memory for a trainer on the same device, forgetting the prefix
+        cache (its blocks' KV goes with it). Only while no request is in flight; no request is
+        taken until `reclaim_memory`."""
+        if self.has_work:
+            raise TTSError("the engine's memory can only be released while no request is in flight")
+        self.scheduler.cache.forget_all()
+        self.runner.release_kv_cache()
+
+    def reclaim_memory(self) -> None:
+        """Allocate the KV cache again (the same number of blocks) after `release_memory`."""
+        self.runner.reclaim_kv_cache()
 
     def check_integrity(self) -> None:
         """Raise AssertionError if the KV bookkeeping is inconsistent (see PrefixCache)."""

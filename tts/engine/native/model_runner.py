@@ -128,20 +128,33 @@ class ModelRunner:
         # What a decode step reads: every weight once (a tied embedding as the LM head).
         self.weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.packed = self._ready(self.model)
-        c = self.config
         self.num_blocks = num_blocks or self._pool_size(kv_cache_gib)
-        self.kv_cache = torch.zeros(
-            (
-                2,
-                c.num_hidden_layers,
-                self.num_blocks,
-                block_size,
-                c.num_key_value_heads,
-                head_dim_of(c),
-            ),
-            device=self.device,
-            dtype=dtype,
+        self.kv_cache: torch.Tensor | None = self._new_kv_cache()
+
+    def _new_kv_cache(self) -> torch.Tensor:
+        c = self.config
+        shape = (2, c.num_hidden_layers, self.num_blocks, self.block_size)
+        return torch.zeros(
+            (*shape, c.num_key_value_heads, head_dim_of(c)), device=self.device, dtype=self.dtype
         )
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        """Bytes the KV cache holds on the device now (0 while released)."""
+        return 0 if self.kv_cache is None else self.kv_cache.nbytes
+
+    def release_kv_cache(self) -> None:
+        """Drop the KV cache, and on an accelerator hand its memory back to the device, so that
+        a trainer beside the engine has it for its update (vLLM's sleep, verl's offload). What
+        the cache held is lost: the caller must forget every block first."""
+        self.kv_cache = None
+        if self.device.type != "cpu":
+            torch.accelerator.empty_cache()
+
+    def reclaim_kv_cache(self) -> None:
+        """Allocate the KV cache again, with the same number of blocks, after a release."""
+        if self.kv_cache is None:
+            self.kv_cache = self._new_kv_cache()
 
     def _empty_model(self) -> CausalLM:
         # Built on the meta device so no time goes into random init of weights about to load.
@@ -190,6 +203,8 @@ class ModelRunner:
         per token of an `all_logits` chunk, else one for a chunk that `needs_logits`."""
         if not chunks:
             raise ValueError("a step needs at least one chunk")
+        if self.kv_cache is None:
+            raise TTSError("the KV cache is released; reclaim it before running the model")
         input_ids, positions, logit_rows = [], [], []
         bs = self.block_size
         for chunk in chunks:
