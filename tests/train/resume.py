@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file
 
 
@@ -69,3 +70,26 @@ def die_at(monkeypatch, n: int, steps: list[tuple[object, str]]) -> None:
             return real(*args, **kwargs)
 
         monkeypatch.setattr(module, name, step)
+
+
+def grpo_recipe(folder: Path, **overrides: object) -> Path:
+    """A short GRPO recipe on the built-in model in `folder`, written to FOLDER/recipe.yaml."""
+    values = {
+        "out": str(folder / "out"),
+        "dataset": "synth:arith:2:40:train",
+        "prompts_per_step": 4,
+        "group_size": 4,
+        "max_tokens": 96,
+        "max_steps": 4,
+        "batch_size": 8,
+        "lr": 1e-4,
+        "warmup_steps": 1,
+        "save_every": 2,
+        "eval_dataset": "synth:arith:2:8",
+        "eval_samples": 2,
+        "eval_every": 2,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values | overrides))
+    return path

@@ -17,7 +17,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import yaml
 from transformers import AutoModelForCausalLM
 
 from tts.train.distributed import Ranks, full_weights, leave, shard
@@ -25,7 +24,7 @@ from tts.train.grpo_config import GRPOConfig
 from tts.train.policy_update import micro_batches, update
 from tts.train.rollout import Rollout
 
-from .resume import assert_same_weights, training_log
+from .resume import assert_same_weights, grpo_recipe, training_log
 
 
 def fixed_rollout(vocab: int, count: int = 7) -> Rollout:
@@ -142,24 +141,17 @@ def kill_job(launcher: subprocess.Popen) -> None:
 
 
 def job_recipe(folder: Path) -> Path:
-    values = {
-        "out": str(folder / "out"),
-        "dataset": "synth:arith:1:40:train",
-        "prompts_per_step": 4,
-        "group_size": 2,
-        "max_tokens": 48,
-        "max_steps": 2,
-        "batch_size": 4,
-        "lr": 1e-4,
-        "warmup_steps": 1,
-        "save_every": 1,
-        "eval_dataset": "synth:arith:1:4",
-        "eval_samples": 1,
-        "eval_every": 2,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "recipe.yaml").write_text(yaml.safe_dump(values))
-    return folder / "recipe.yaml"
+    return grpo_recipe(
+        folder,
+        dataset="synth:arith:1:40:train",
+        group_size=2,
+        max_tokens=48,
+        max_steps=2,
+        batch_size=4,
+        save_every=1,
+        eval_dataset="synth:arith:1:4",
+        eval_samples=1,
+    )
 
 
 def test_torchrun_job_writes_once_and_resumes_after_a_kill(tmp_path):

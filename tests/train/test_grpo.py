@@ -4,11 +4,9 @@ the reward mix and the problem draw on small cases."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tts.cli import main
@@ -24,33 +22,11 @@ from tts.train.grpo_rewards import RewardConfig, group_rewards
 from tts.train.policy_update import token_logprobs, update
 from tts.train.rollout import rollout
 
-from .resume import assert_same_weights, kill_after_a_checkpoint, training_log
-
-
-def recipe(folder: Path, **overrides) -> Path:
-    values = {
-        "out": str(folder / "out"),
-        "dataset": "synth:arith:2:40:train",
-        "prompts_per_step": 4,
-        "group_size": 4,
-        "max_tokens": 96,
-        "max_steps": 4,
-        "batch_size": 8,
-        "lr": 1e-4,
-        "warmup_steps": 1,
-        "save_every": 2,
-        "eval_dataset": "synth:arith:2:8",
-        "eval_samples": 2,
-        "eval_every": 2,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(values | overrides))
-    return path
+from .resume import assert_same_weights, grpo_recipe, kill_after_a_checkpoint, training_log
 
 
 def test_grpo_trains_logs_and_resumes_after_a_kill_to_the_same_weights(tmp_path, capsys):
-    main(["train", "grpo", "--recipe", str(recipe(tmp_path / "a"))])
+    main(["train", "grpo", "--recipe", str(grpo_recipe(tmp_path / "a"))])
     printed = capsys.readouterr().out
     assert "final:" in printed and "eval_pass@1:" in printed
     steps = [r for r in training_log(tmp_path / "a") if "reward" in r]
@@ -65,7 +41,7 @@ def test_grpo_trains_logs_and_resumes_after_a_kill_to_the_same_weights(tmp_path,
     with pytest.raises(AssertionError):  # training moved the weights
         assert_same_weights(start.parent, final)
 
-    killed = recipe(tmp_path / "b")
+    killed = grpo_recipe(tmp_path / "b")
     out = killed.parent / "out"
     stopped_at = kill_after_a_checkpoint("tts.train.grpo", "train_grpo", killed, out)
     assert 2 <= stopped_at < 4
@@ -83,7 +59,7 @@ def test_grpo_trains_logs_and_resumes_after_a_kill_to_the_same_weights(tmp_path,
 def test_the_engine_samples_from_the_trained_weights(tmp_path):
     """After training, the rollout engine holds the trainer's weights: its log-probabilities
     are those of the final folder loaded by transformers."""
-    config = load_config(recipe(tmp_path, max_steps=1, eval_dataset=None, lr=1e-3))
+    config = load_config(grpo_recipe(tmp_path, max_steps=1, eval_dataset=None, lr=1e-3))
     train_grpo(config)
     final = config.out / "final"
     prompt = "Evaluate 3 + 4 * 2."
@@ -109,12 +85,12 @@ def test_freeing_the_engine_kv_during_updates_changes_no_weight(tmp_path, monkey
 
     for name in ("release_memory", "reclaim_memory"):
         monkeypatch.setattr(NativeBackend, name, counted(name))
-    kept = load_config(recipe(tmp_path / "kept", max_steps=2, eval_dataset=None))
+    kept = load_config(grpo_recipe(tmp_path / "kept", max_steps=2, eval_dataset=None))
     assert not kept.release_engine_memory  # on CPU the default leaves the KV in place
     train_grpo(kept)
     assert calls == []
     freed = load_config(
-        recipe(tmp_path / "freed", max_steps=2, eval_dataset=None, release_engine_memory=True)
+        grpo_recipe(tmp_path / "freed", max_steps=2, eval_dataset=None, release_engine_memory=True)
     )
     train_grpo(freed)
     assert calls == ["release_memory", "reclaim_memory"] * 2
@@ -125,7 +101,7 @@ def test_freeing_the_engine_kv_during_updates_changes_no_weight(tmp_path, monkey
 def test_dynamic_sampling_drops_groups_whose_rewards_are_all_equal(tmp_path):
     # Difficulty 1: the built-in model gets most groups all right, so most are dropped.
     config = load_config(
-        recipe(tmp_path, dataset="synth:arith:1:40:train", max_steps=1, eval_dataset=None),
+        grpo_recipe(tmp_path, dataset="synth:arith:1:40:train", max_steps=1, eval_dataset=None),
         loss={"variant": "dapo"},
     )
     assert config.dynamic_sampling
@@ -162,7 +138,7 @@ def test_problems_are_drawn_uniformly_by_curriculum_or_by_failure(tmp_path):
 
 
 def test_one_update_moves_probability_towards_the_completions_with_higher_advantage(tmp_path):
-    config = load_config(recipe(tmp_path, lr=1e-3, warmup_steps=0, eval_dataset=None))
+    config = load_config(grpo_recipe(tmp_path, lr=1e-3, warmup_steps=0, eval_dataset=None))
     model = AutoModelForCausalLM.from_pretrained(resolve_model("builtin"), dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("builtin"))
     backend = load("builtin", "native", device="cpu")
