@@ -153,3 +153,23 @@ def test_kl_is_the_k3_estimator_and_off_by_default():
     assert stats["kl"] == pytest.approx(kl) and loss.item() == pytest.approx(0.1 * kl)
     loss, stats = policy_loss(*args, LossConfig(), 1, ref_logprobs=ref)
     assert "kl" not in stats and loss.item() == 0.0
+
+
+def test_the_decoupled_loss_clips_against_the_proximal_policy_and_weighs_by_the_behaviour():
+    # pi_theta = 0.55, pi_prox = 0.5, pi_behaviour = 0.25: the ratio is 1.1 (to pi_prox, not
+    # 2.2 to the behaviour policy, which the clip would cut), weighed by pi_prox / pi_behaviour.
+    logprobs = torch.full((1, 1), math.log(0.55), requires_grad=True)
+    prox, behaviour = torch.full((1, 1), math.log(0.5)), torch.full((1, 1), math.log(0.25))
+    args = (logprobs, prox, torch.tensor([1.0]), torch.ones(1, 1), LossConfig(), 1)
+    loss, stats = policy_loss(*args, behaviour_logprobs=behaviour)
+    assert loss.item() == pytest.approx(-2 * 1.1) and stats["behaviour_weight"] == pytest.approx(2)
+    loss.backward()
+    assert logprobs.grad.item() == pytest.approx(-2 * 1.1)  # d(-w rho A)/d log pi_theta
+    # Sampled by the proximal policy itself, the weight is 1: the coupled loss.
+    coupled, _ = policy_loss(*args)
+    same, _ = policy_loss(*args, behaviour_logprobs=prox)
+    assert same.item() == pytest.approx(coupled.item())
+    # A weight above the cap (0.5 / 0.05 = 10 > 5) leaves the token out.
+    far = torch.full((1, 1), math.log(0.05))
+    capped, stats = policy_loss(*args, behaviour_logprobs=far)
+    assert capped.item() == 0.0 and stats["behaviour_capped"] == 1.0

@@ -83,6 +83,14 @@ class Ranks:
         dist.all_gather_object(values, value)
         return values
 
+    def broadcast(self, value: Item) -> Item:
+        """Rank 0's `value` (picklable) on every rank; what the others pass is ignored."""
+        if not self.joined:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def main_first(self, work: Callable[..., Result], *args: object) -> Result:
         """`work(*args)` on rank 0, then on the others: for work that may repair files (a
         checkpoint swap cut short) which two ranks must not repair at once."""

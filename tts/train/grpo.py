@@ -35,17 +35,26 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from tts.data.datasets import load_dataset
+from tts.data.jsonl import RecordWriter
 from tts.engine import Backend, load
 from tts.train.checkpoint import open_log, restore, resume_state, save, trainer_state
 from tts.train.distributed import (
+    ONE_PROCESS,
+    Ranks,
     full_weights,
     join,
     leave,
@@ -59,7 +68,9 @@ from tts.train.grpo_config import GRPOConfig
 from tts.train.optimizer import make_optimizer, set_lr
 from tts.train.policy_update import update
 from tts.train.recipe import load_recipe, model_folder
-from tts.train.rollout import rollout, rollout_stats
+from tts.train.rollout import Rollout, rollout_stats, share_groups
+from tts.train.rollout_pipeline import RolloutPipeline
+from tts.train.rollout_worker import WorkerPool
 
 
 def load_config(path: str | Path, **overrides: object) -> GRPOConfig:
@@ -80,6 +91,44 @@ def evaluate(backend: Backend, config: GRPOConfig) -> dict[str, float]:
     return {"eval_pass@1": score}
 
 
+def open_pipeline(
+    config: GRPOConfig,
+    device: torch.device,
+    tokenizer: PreTrainedTokenizerBase,
+    draw: ProblemDraw,
+    start: int,
+    ranks: Ranks,
+) -> RolloutPipeline | None:
+    """Where this rank's batches come from: its own engine in process, or (rank 0 alone) the
+    rollout workers on Ray; None on the other ranks of a run with workers."""
+    folder = model_folder(config.model)
+    if config.rollout_workers == 0:
+        backend = load(folder, "native", device=str(device), num_blocks=config.engine_blocks)
+        ranks_pipeline = ranks
+    elif ranks.main:
+        backend = WorkerPool(
+            folder, config.rollout_workers, config.ray_address, device.type, config.engine_blocks
+        )
+        ranks_pipeline = ONE_PROCESS
+    else:
+        return None
+    scores = (lambda: evaluate(backend, config)) if config.eval_dataset and ranks.main else None
+    return RolloutPipeline(backend, tokenizer, draw, config, start, ranks_pipeline, scores)
+
+
+def next_batch(
+    pipeline: RolloutPipeline | None, config: GRPOConfig, step: int, ranks: Ranks
+) -> tuple[Rollout, dict[str, float]]:
+    """This rank's share of step `step`'s batch and the log entries about the whole batch."""
+    if config.rollout_workers == 0:
+        batch = pipeline.batch(step)
+        return batch, rollout_stats(batch, step, ranks)
+    whole = pipeline.batch(step) if ranks.main else None
+    stats = rollout_stats(whole, step) if ranks.main else None
+    whole, stats = ranks.broadcast((whole, stats))
+    return share_groups(whole, ranks, config.group_size), stats
+
+
 def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     """Train (or resume); return the final folder and the last eval."""
     ranks, device = join(config.device)
@@ -88,7 +137,6 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     state = ranks.main_first(resume_state, config)
     start = config.out / "checkpoint" if state is not None else model_folder(config.model)
     tokenizer = AutoTokenizer.from_pretrained(start)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model = AutoModelForCausalLM.from_pretrained(start, dtype=torch.float32).to(device)
     reference = None
     if config.loss.kl_coef > 0:
@@ -97,58 +145,97 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
         ).to(device)
         reference.eval().requires_grad_(False)
     model = shard(model, ranks, device, config.activation_checkpointing, config.mixed_precision)
-    backend = load(
-        model_folder(config.model), "native", device=str(device), num_blocks=config.engine_blocks
-    )
-    backend.update_weights(full_weights(model, ranks).items())
-    release_memory = config.release_engine_memory
-    if release_memory is None:
-        release_memory = device.type != "cpu"
     optimizer = make_optimizer(model, config)
     step = restore(optimizer, state, optimizer_loader(model, optimizer, ranks))
     if state is not None:
         draw.success = state["success"]
     log = open_log(config, step) if ranks.main else None
-    last_eval: dict[str, float] = {}
-    if step == 0 and config.eval_dataset and log is not None:
-        last_eval = evaluate(backend, config)
-        log.write({"step": 0, **last_eval})
-    bar = tqdm(
-        total=config.max_steps, initial=step, desc="grpo", unit="step", disable=not ranks.main
-    )
-    while step < config.max_steps:
-        lr = set_lr(optimizer, step, config)
-        batch = rollout(backend, tokenizer, draw, config, step, ranks)
-        record = {"step": step + 1, "lr": lr} | rollout_stats(batch, ranks)
-        if record["groups_kept"]:
-            if release_memory:
-                backend.release_memory()
-            record |= update(model, reference, optimizer, batch, pad_id, config, ranks)
-            backend.update_weights(full_weights(model, ranks).items())
-            if release_memory:
-                backend.reclaim_memory()
-        step += 1
-        bar.update()
-        bar.set_postfix(reward=f"{record['reward']:.2f}", acc=f"{record['accuracy']:.2f}")
-        evaluate_now = config.eval_dataset and (
-            step % config.eval_every == 0 or step == config.max_steps
-        )
-        if log is not None:
-            log.write(record)
-            if evaluate_now:
-                last_eval = evaluate(backend, config)
-                log.write({"step": step, **last_eval})
-        if step % config.save_every == 0 or step == config.max_steps:
-            weights = full_weights(model, ranks)
-            state = trainer_state(
-                optimizer_state(model, optimizer, ranks), step, config, success=draw.success
-            )
-            if ranks.main:
-                save(model, tokenizer, config.out / "checkpoint", state, weights)
-    bar.close()
+    pipeline = open_pipeline(config, device, tokenizer, draw, step, ranks)
+    try:
+        last_eval = run(model, reference, optimizer, tokenizer, pipeline, log, config, step, ranks)
+    finally:
+        if pipeline is not None:
+            pipeline.close()
     final, weights = config.out / "final", full_weights(model, ranks)
     if log is not None:
         log.close()
         save(model, tokenizer, final, weights=weights)
     leave(ranks)
     return {"final": str(final), **last_eval}
+
+
+def run(
+    model: PreTrainedModel,
+    reference: PreTrainedModel | None,
+    optimizer: torch.optim.Optimizer,
+    tokenizer: PreTrainedTokenizerBase,
+    pipeline: RolloutPipeline | None,
+    log: RecordWriter | None,
+    config: GRPOConfig,
+    step: int,
+    ranks: Ranks,
+) -> dict[str, float]:
+    """Steps `step`..`max_steps`: each takes its batch from `pipeline`, updates, publishes the
+    new version and logs; the last evaluation."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    engine = pipeline.backend if config.rollout_workers == 0 else None
+    release_memory = config.release_engine_memory
+    if release_memory is None:
+        release_memory = model.device.type != "cpu"
+    release_memory = release_memory and engine is not None
+    last_eval: dict[str, float] = {}
+
+    def publish(version: int) -> dict[str, torch.Tensor]:
+        weights = full_weights(model, ranks)
+        if pipeline is not None:
+            pipeline.publish(version, weights)
+        return weights
+
+    def write_evaluations(evaluations: list[dict[str, float]]) -> None:
+        nonlocal last_eval
+        for evaluation in evaluations:
+            log.write(evaluation)
+            last_eval = {k: v for k, v in evaluation.items() if k not in ("step", "eval_seconds")}
+
+    publish(step)
+    if log is not None:
+        write_evaluations(pipeline.take_evaluations())
+    bar = tqdm(
+        total=config.max_steps, initial=step, desc="grpo", unit="step", disable=not ranks.main
+    )
+    while step < config.max_steps:
+        lr = set_lr(optimizer, step, config)
+        started = time.perf_counter()
+        batch, stats = next_batch(pipeline, config, step, ranks)
+        record = {"step": step + 1, "lr": lr} | stats
+        record["rollout_wait_seconds"] = time.perf_counter() - started
+        if record["groups_kept"]:
+            if release_memory:
+                engine.release_memory()
+            record |= update(model, reference, optimizer, batch, pad_id, config, ranks)
+            if release_memory:
+                engine.reclaim_memory()
+        step += 1
+        weights = publish(step)
+        # Synchronous: an evaluation of the new version is in it (its eval_seconds are logged).
+        record["step_seconds"] = time.perf_counter() - started
+        bar.update()
+        bar.set_postfix(reward=f"{record['reward']:.2f}", acc=f"{record['accuracy']:.2f}")
+        if log is not None:
+            record["weight_sync_seconds"] = pipeline.take_sync_seconds()
+            if isinstance(pipeline.backend, WorkerPool):
+                workers = pipeline.backend.stats()
+                record["worker_tokens_per_s"] = workers["worker_tokens_per_s"]
+                record["prefix_hit_rate"] = workers["prefix_hit_rate"]
+            log.write(record)
+            write_evaluations(pipeline.take_evaluations())
+        if step % config.save_every == 0 or step == config.max_steps:
+            success = pipeline.success if pipeline is not None else {}
+            optimizer_saved = optimizer_state(model, optimizer, ranks)
+            state = trainer_state(optimizer_saved, step, config, success=success)
+            if ranks.main:
+                save(model, tokenizer, config.out / "checkpoint", state, weights)
+    bar.close()
+    if log is not None:
+        write_evaluations(pipeline.finish())
+    return last_eval

@@ -64,11 +64,59 @@ class GRPOConfig(TrainConfig):
         "default: where the device has bf16 (CUDA)",
     )
 
+    rollout_workers: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Ray actors that generate, each with its own engine (one CPU core or one GPU "
+        "each); 0: the engine in the trainer's process",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="the Ray cluster the rollout workers join (auto: the one this machine "
+        "belongs to); default: a local Ray started for the run",
+    )
+    max_staleness: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="eta: how many versions behind the trained policy a sample's oldest token may "
+        "be; the workers sample that far ahead of the trainer (0: the synchronous loop)",
+    )
+    partial_rollout_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="tokens a sample may take in one step; a longer one is paused and continued "
+        "in the next step by the new weights (default: off)",
+    )
+
     @model_validator(mode="after")
     def _defaults(self) -> GRPOConfig:
         if self.dynamic_sampling is None:
             self.dynamic_sampling = self.loss.rules.dynamic_sampling
+        asynchronous = self.max_staleness > 0 or self.partial_rollout_tokens is not None
+        if asynchronous and self.rollout_workers == 0:
+            raise ValueError(
+                "max_staleness and partial_rollout_tokens need rollout_workers >= 1: the "
+                "workers sample while the trainer updates"
+            )
+        if self.partial_rollout_tokens is not None and self.max_staleness == 0:
+            raise ValueError(
+                "partial_rollout_tokens needs max_staleness >= 1: a continued sample holds "
+                "tokens of the previous version"
+            )
+        if self.max_staleness > 0 and self.temperature != 1.0:
+            raise ValueError(
+                "max_staleness > 0 needs temperature 1: the decoupled loss weighs each token by "
+                "the sampling policy's probability, which the engine reports untempered"
+            )
         return self
+
+    @property
+    def lag(self) -> int:
+        """How many versions behind the trained one the workers start new samples: eta, or
+        eta - 1 with partial rollouts, so that a sample continued once is still fresh enough."""
+        return self.max_staleness - (self.partial_rollout_tokens is not None)
 
     def sampling_params(self, n: int, *seed_parts: object) -> SamplingParams:
         """`n` samples at the rollout settings, seeded by the run seed and `seed_parts`."""

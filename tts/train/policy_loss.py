@@ -20,6 +20,15 @@ One batch is `groups` prompts x `G` completions each; per-token tensors are
   dynamic sampling (eq. 11, drop groups whose rewards are all equal: their advantages are 0 and
   they only dilute the batch) is `informative_groups`, applied by the loop before the update.
 
+Asynchronous runs (`max_staleness` > 0) sample with older weights than those trained, and
+take the decoupled PPO objective (Hilton et al., 2022, "Batch size-invariance for policy
+optimization"; as AReaL uses it, Fu et al., 2025, "AReaL: A Large-Scale Asynchronous
+Reinforcement Learning System for Language Reasoning", Sec. 5.2): the ratio that is clipped is
+pi_theta / pi_prox, where the proximal policy pi_prox is the trainer's weights before the
+step's first update, and each token's term is weighted by pi_prox / pi_behaviour, the policy
+that sampled it (the engine's log-probability, recorded with its version), which corrects for
+the staleness; tokens whose weight exceeds `behaviour_cap` contribute nothing.
+
 Optional KL to a reference policy, DeepSeekMath's unbiased estimator (eq. 4),
 KL = pi_ref / pi - log(pi_ref / pi) - 1 per token, added with weight `kl_coef` (0 by default,
 as DAPO and Dr. GRPO argue: with verifiable rewards the policy should move away).
@@ -110,6 +119,12 @@ class LossConfig(BaseModel):
         None, gt=0, description="the ratio is clipped above 1+this; default clip_low (dapo 0.28)"
     )
     kl_coef: float = Field(0.0, ge=0, description="weight of the KL to the reference model")
+    behaviour_cap: float = Field(
+        5.0,
+        gt=1,
+        description="asynchronous runs: tokens whose weight pi_prox / pi_behaviour is above "
+        "this are left out of the loss",
+    )
 
     @model_validator(mode="after")
     def _variant_defaults(self) -> LossConfig:
@@ -174,20 +189,29 @@ def policy_loss(
     config: LossConfig,
     max_tokens: int,
     ref_logprobs: torch.Tensor | None = None,
+    behaviour_logprobs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss to minimise and its statistics.
 
     logprobs: [B, T] log-probabilities of the sampled tokens under the policy being trained;
-    old_logprobs: the same under the policy that sampled them (no gradient);
+    old_logprobs: the same under the policy that sampled them (no gradient), or under the
+        proximal policy when `behaviour_logprobs` are given;
     advantages: [B], one per completion, spread over its tokens;
     mask: [B, T], 1 on completion tokens;
-    max_tokens: the generation budget, Dr. GRPO's constant normaliser.
+    max_tokens: the generation budget, Dr. GRPO's constant normaliser;
+    behaviour_logprobs: [B, T], asynchronous runs: the log-probabilities the sampling engine
+        reported, for the decoupled objective's weight pi_prox / pi_behaviour.
     """
     mask = mask.to(logprobs.dtype)
     ratio = torch.exp(logprobs - old_logprobs)
     advantage = advantages[:, None]
     clipped = ratio.clamp(1 - config.clip_low, 1 + config.clip_high)
     per_token = -torch.minimum(ratio * advantage, clipped * advantage)
+    behaviour_weight = None
+    if behaviour_logprobs is not None:
+        behaviour_weight = torch.exp(old_logprobs - behaviour_logprobs).detach()
+        behaviour_weight = behaviour_weight.masked_fill(behaviour_weight > config.behaviour_cap, 0)
+        per_token = per_token * behaviour_weight
     kl = None
     if ref_logprobs is not None and config.kl_coef > 0:
         log_ratio = ref_logprobs - logprobs
@@ -204,6 +228,9 @@ def policy_loss(
             "clip_fraction": float(was_clipped.sum() / tokens),
             "ratio_mean": float((ratio * mask).sum() / tokens),
         }
+        if behaviour_weight is not None:
+            stats["behaviour_weight"] = float((behaviour_weight * mask).sum() / tokens)
+            stats["behaviour_capped"] = float(((behaviour_weight == 0) & (mask > 0)).sum() / tokens)
         if kl is not None:
             stats["kl"] = float((kl * mask).sum() / tokens)
     return loss, stats

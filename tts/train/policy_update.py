@@ -8,7 +8,9 @@ whole step, whatever the micro-batch size. Under torchrun the normaliser is summ
 rank's rollouts first, and each rank's loss is scaled by the rank count because FSDP2 averages
 gradients over ranks: the update is that of one process on the whole batch, whatever the rank
 count. With `epochs` > 1 the ratio's denominator is the policy that sampled, computed once
-before the first optimizer step (PPO's old policy).
+before the first optimizer step (PPO's old policy). An asynchronous batch carries the
+log-probabilities its sampling engine reported (`Rollout.behaviour`): the policy before the
+first step is then the proximal policy of the decoupled objective, computed the same way.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ def idle_pass(model: PreTrainedModel, pad_id: int, temperature: float) -> None:
         (logprobs.sum() * 0.0).backward()
 
 
+def aligned(values: list[list[float]], starts: list[int], like: torch.Tensor) -> torch.Tensor:
+    """Per-completion-token values laid out as `token_logprobs` lays out its [B, T] tensors
+    (column t holds the token at position t + 1)."""
+    out = torch.zeros_like(like)
+    for row, (row_values, start) in enumerate(zip(values, starts)):
+        out[row, start - 1 : start - 1 + len(row_values)] = torch.tensor(row_values)
+    return out
+
+
 def update(
     model: PreTrainedModel,
     reference: PreTrainedModel | None,
@@ -69,7 +80,9 @@ def update(
     )
     temperature = config.temperature
     old: dict[int, torch.Tensor] = {}
-    if config.epochs > 1:  # the ratio's denominator: the policy that sampled, before any step
+    decoupled = config.max_staleness > 0  # the batch carries the sampler's log-probabilities
+    # The ratio's denominator: the policy before any step (the sampler's, or the proximal one).
+    if config.epochs > 1 or decoupled:
         with torch.no_grad():
             for micro in micros:
                 if not micro:
@@ -82,7 +95,9 @@ def update(
                 old[micro[0]] = logprobs
     started, totals = time.perf_counter(), {}
     for _ in range(config.epochs):
-        sums = {"loss": 0.0, "clip_fraction": 0.0, "entropy": 0.0, "kl": 0.0}
+        sums = dict.fromkeys(
+            ["loss", "clip_fraction", "entropy", "kl", "behaviour_weight", "behaviour_capped"], 0.0
+        )
         for micro in micros:
             if not micro:
                 idle_pass(model, pad_id, temperature)
@@ -96,15 +111,19 @@ def update(
                     ref, _, _ = token_logprobs(reference, seqs, starts, pad_id, temperature)
             advantages = torch.tensor([batch.advantages[i] for i in micro], device=mask.device)
             previous = old.get(micro[0], logprobs.detach())
+            behaviour = None
+            if decoupled:
+                behaviour = aligned([batch.behaviour[i] for i in micro], starts, logprobs)
             loss, stats = policy_loss(
-                logprobs, previous, advantages, mask, config.loss, config.max_tokens, ref
+                logprobs, previous, advantages, mask, config.loss, config.max_tokens, ref, behaviour
             )
             weight = micro_weight(config.loss.rules, mask, sequences, tokens)
             (loss * (weight * ranks.world)).backward()
             sums["loss"] += loss.item() * weight
             sums["clip_fraction"] += stats["clip_fraction"] * weight
             sums["entropy"] += entropy * weight
-            sums["kl"] += stats.get("kl", 0.0) * weight
+            for name in ("kl", "behaviour_weight", "behaviour_capped"):
+                sums[name] += stats.get(name, 0.0) * weight
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -112,5 +131,8 @@ def update(
     seconds = ranks.max(time.perf_counter() - started)
     if reference is None:
         totals.pop("kl")
+    if not decoupled:
+        totals.pop("behaviour_weight")
+        totals.pop("behaviour_capped")
     model.eval()
     return totals | {"train_tokens_per_s": config.epochs * tokens / max(seconds, 1e-9)}
