@@ -37,6 +37,7 @@ from safetensors.torch import load_file
 from tts.data.jsonl import read_records
 from tts.engine import load
 from tts.train.grpo import evaluate, load_config
+from tts.train.recipe import model_folder
 
 PLACEMENTS = {  # name -> recipe fields
     "sync": {},
@@ -86,12 +87,13 @@ def main() -> None:
         run["pass1"] = pass_at_1(Path(run["out"]), eval_dataset)
         print(f"{key}: {run['steps_per_min']:.2f} steps/min, pass@1 {run['pass1']:.4f}", flush=True)
     record = summary(runs, recipe, args)
+    record["start_pass1"] = pass_at_1(args.recipe, eval_dataset, start=True)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / "rl_throughput.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     print_table(runs)
     headline = ["sync_steps_per_min", "async_steps_per_min", "async_speedup", "sync_pass1"]
-    headline += ["async_pass1", "pass1_spread", "weight_sync_seconds"]
+    headline += ["async_pass1", "pass1_spread", "start_pass1", "weight_sync_seconds"]
     print(json.dumps({key: record[key] for key in headline}, indent=2))
     print(f"wrote {path}")
 
@@ -115,17 +117,18 @@ def timings(out: Path) -> dict:
     }
     if "worker_tokens_per_s" in steps[-1]:
         result["worker_tokens_per_s"] = steps[-1]["worker_tokens_per_s"]
-        result["prefix_hit_rate"] = steps[-1]["prefix_hit_rate"]
     else:
         result["rollout_tokens_per_s"] = float(np.mean([r["rollout_tokens_per_s"] for r in steps]))
     return result
 
 
-def pass_at_1(out: Path, eval_dataset: str) -> float:
-    """pass@1 of the run's final model on the recipe's eval set (the run's own seeds)."""
-    config = load_config(out / "recipe.yaml", eval_dataset=eval_dataset, seed=0)
-    backend = load(out / "final", "native", device="cpu")
-    return evaluate(backend, config)["eval_pass@1"]
+def pass_at_1(path: Path, eval_dataset: str, start: bool = False) -> float:
+    """pass@1 on the recipe's eval set, the same seeds for every model: of the final model of
+    the run in folder `path`, or with `start`, of the model the recipe at `path` starts from."""
+    recipe = path if start else path / "recipe.yaml"
+    config = load_config(recipe, eval_dataset=eval_dataset, seed=0)
+    model = model_folder(config.model) if start else path / "final"
+    return evaluate(load(model, "native", device="cpu"), config)["eval_pass@1"]
 
 
 def summary(runs: dict[str, dict], recipe: dict, args: argparse.Namespace) -> dict:

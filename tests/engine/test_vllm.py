@@ -294,6 +294,37 @@ def test_prompt_logprobs_equal_transformers(engine, models):
         assert max(abs(a - b) for a, b in zip(ours, expected)) < 1e-4
 
 
+def nudged(model: Path) -> dict[str, torch.Tensor]:
+    """The model's weights with seeded noise on every matrix: another policy."""
+    weights = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32).state_dict()
+    generator = torch.Generator().manual_seed(1)
+    return {
+        name: w + 0.05 * torch.randn(w.shape, generator=generator) if w.dim() == 2 else w
+        for name, w in weights.items()
+    }
+
+
+def test_new_weights_from_a_trainer_change_vllms_tokens_as_they_change_natives(engine, models):
+    """An RL trainer's weights (Hugging Face names) go into vLLM's worker processes: greedy
+    tokens then equal the native engine's with the same weights, prefix cache dropped."""
+    prompts = [chat(engine, q) for q in QUESTIONS]
+    before = [r[0].token_ids for r in generate_all(engine, prompts, GREEDY)]
+    new = nudged(models["llama"])
+    native = load(models["llama"], backend="native", device="cpu", dtype="float32")
+    native.update_weights(new.items())
+    engine.update_weights(new.items())
+    try:
+        after = [r[0].token_ids for r in generate_all(engine, prompts, GREEDY)]
+        assert after == [r[0].token_ids for r in generate_all(native, prompts, GREEDY)]
+        assert after != before
+        (again,) = generate(engine, prompts[1], GREEDY)
+        assert again.cached_tokens > 0  # the cache fills again under the new weights
+    finally:
+        original = AutoModelForCausalLM.from_pretrained(models["llama"], dtype=torch.float32)
+        engine.update_weights(original.state_dict().items())
+    assert [r[0].token_ids for r in generate_all(engine, prompts, GREEDY)] == before
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -365,3 +396,28 @@ def test_remote_token_counts_are_vllms_own(vllm_server, models):
     # vLLM's prefix cache has served this prompt by now, and says so in prompt_tokens_details
     (again,) = generate(remote, prompt, SamplingParams(max_tokens=4))
     assert again.cached_tokens == served["usage"]["prompt_tokens"] // BLOCK * BLOCK > 0
+
+
+def test_grpo_with_a_vllm_rollout_worker_on_ray(models, tmp_path):
+    """The asynchronous GRPO loop with its rollout worker running vLLM on a local Ray."""
+    from tests.train.resume import grpo_recipe, train_by_cli, training_log
+
+    engine_options = {"enforce_eager": True, "block_size": BLOCK, "kv_cache_gib": 0.25}
+    recipe = grpo_recipe(
+        tmp_path,
+        model=str(models["llama"]),
+        prompts_per_step=2,
+        group_size=2,
+        max_tokens=16,
+        max_steps=2,
+        eval_dataset=None,
+        rollout_workers=1,
+        rollout_backend="vllm",
+        rollout_engine=engine_options | {"max_model_len": MAX_MODEL_LEN},
+        max_staleness=1,
+    )
+    train_by_cli(recipe)
+    steps = [r for r in training_log(tmp_path) if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert all(r["staleness_max"] <= 1 and r["worker_tokens_per_s"] > 0 for r in steps)
+    assert (tmp_path / "out" / "final" / "model.safetensors").is_file()

@@ -93,3 +93,14 @@ def grpo_recipe(folder: Path, **overrides: object) -> Path:
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(values | overrides))
     return path
+
+
+def train_by_cli(recipe: Path) -> None:
+    """`tts train grpo --recipe RECIPE` in a process of its own, with one thread: beside a
+    local worker the trainer computes on the cores the workers leave (here one), a CPU matmul's
+    rounding depends on its thread count, and changing that count inside this process would
+    change the rounding of the tests after it."""
+    command = [sys.executable, "-m", "tts.cli", "train", "grpo", "--recipe", str(recipe)]
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -27,12 +27,11 @@ from tts.data.datasets import load_dataset
 from tts.engine import load
 from tts.models.builtin import resolve_model
 from tts.train.draw import ProblemDraw
-from tts.train.grpo import load_config, train_grpo
 from tts.train.grpo_config import GRPOConfig
 from tts.train.rollout import rollout
 from tts.train.rollout_pipeline import RolloutPipeline
 
-from .resume import grpo_recipe, training_log
+from .resume import grpo_recipe, train_by_cli, training_log
 
 BUILTIN = resolve_model("builtin")
 
@@ -164,8 +163,8 @@ def train_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_eta_zero_on_a_ray_worker_trains_exactly_the_synchronous_weights(tmp_path):
     recipe = {"max_steps": 3, "save_every": 3, "eval_dataset": None}
-    train_grpo(load_config(grpo_recipe(tmp_path / "sync", **recipe)))
-    train_grpo(load_config(grpo_recipe(tmp_path / "worker", **recipe, rollout_workers=1)))
+    train_by_cli(grpo_recipe(tmp_path / "sync", **recipe))
+    train_by_cli(grpo_recipe(tmp_path / "worker", **recipe, rollout_workers=1))
     sync, worker = train_weights(tmp_path / "sync"), train_weights(tmp_path / "worker")
     assert sync.keys() == worker.keys()
     assert all(torch.equal(sync[k], worker[k]) for k in sync)

@@ -48,8 +48,10 @@ LOOPS = {
         "train_grpo",
         "reinforcement learning with verifiable rewards (GRPO, Dr. GRPO, DAPO)",
         "Train with GRPO from a YAML recipe (see configs/recipes/grpo.yaml): rollouts by the "
-        "native engine in process, rule rewards, group-relative advantages; OUT/log.jsonl per "
-        "step (tts train plot draws it), OUT/final at the end.",
+        "native engine in process (or on Ray rollout workers, --rollout-workers N, "
+        "asynchronous with --max-staleness), rule rewards, group-relative advantages; "
+        "OUT/log.jsonl per step (tts train plot draws it), OUT/final at the end. Under torchrun "
+        "the model is sharded over the ranks (FSDP2).",
     ),
 }
 

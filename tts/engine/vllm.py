@@ -22,11 +22,12 @@ import asyncio
 import atexit
 import itertools
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors.torch import save
 from transformers import AutoTokenizer
 
 from tts.engine.backend import (
@@ -132,6 +133,14 @@ class VLLMBackend:
         check_token_ids(prompt_ids, params, self.vocab_size)
         work = self._generate(prompt_ids, params)
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
+
+    def update_weights(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Take new weights in every vLLM worker, by Hugging Face names (an RL trainer's
+        `state_dict().items()`; `tts.engine.vllm_weights`), and drop the prefix cache, whose KV
+        the old weights computed. Only between requests."""
+        blob = save({name: tensor.detach().cpu().contiguous() for name, tensor in tensors})
+        self._run(self.engine.collective_rpc("load_tts_weights", args=(blob,)))
+        self._run(self.engine.reset_prefix_cache())
 
     def close(self) -> None:
         """Shut the engine down and end its processes (else done at exit); `generate` fails

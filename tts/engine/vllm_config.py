@@ -72,6 +72,8 @@ def engine_config(
         # Logprobs of the model's own distribution, before temperature and top-p.
         "logprobs_mode": "raw_logprobs",
         "disable_log_stats": True,  # a log line every few seconds otherwise
+        # What an RL trainer's weight sync calls in each worker (`update_weights`).
+        "worker_extension_cls": "tts.engine.vllm_weights.WeightLoader",
         **{k: v for k, v in sizes.items() if v is not None},
         **engine_args,
     }

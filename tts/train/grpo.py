@@ -1,5 +1,6 @@
 """GRPO: reinforcement learning with verifiable rewards, rolled out by the native engine in
-process. This module is the loop; each part of a step has its own module.
+process or by rollout workers on Ray. This module is the loop; each part of a step has its own
+module.
 
 One step (Shao et al., 2024, "DeepSeekMath", Sec. 4.1; the DeepSeek-R1 recipe):
 
@@ -10,8 +11,14 @@ One step (Shao et al., 2024, "DeepSeekMath", Sec. 4.1; the DeepSeek-R1 recipe):
    sampling, groups whose rewards are all equal are dropped and more problems drawn);
 3. `epochs` passes of the policy loss over the rollouts in micro-batches, one optimizer step
    per pass (`tts.train.policy_update`; the loss variants are `tts.train.policy_loss`'s table);
-4. the trainer's weights go into the engine (`NativeBackend.update_weights`: no reload from
-   disk), which also forgets its prefix cache.
+4. the trainer's weights, version s + 1, are published to the engine (`NativeBackend.
+   update_weights`: no reload from disk), which also forgets its prefix cache.
+
+Batches come from `tts.train.rollout_pipeline`: in the synchronous loop (`max_staleness` 0) the
+batch of step s is sampled by version s after the update that made it; with rollout workers
+(`tts.train.rollout_worker`, on Ray) and `max_staleness` eta > 0 the workers sample up to eta
+versions ahead while the trainer updates, and the loss corrects for the staleness (the
+decoupled objective of `tts.train.policy_loss`). docs/rl_scaling.md has the placements.
 
 The engine shares the trainer's device, so with `release_engine_memory` (the default on an
 accelerator) its KV cache is freed for steps 3-4 (`NativeBackend.release_memory`) and
@@ -35,6 +42,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -106,10 +114,23 @@ def open_pipeline(
         backend = load(folder, "native", device=str(device), num_blocks=config.engine_blocks)
         ranks_pipeline = ranks
     elif ranks.main:
+        options = dict(config.rollout_engine)
+        if config.rollout_backend == "native":
+            options.setdefault("num_blocks", config.engine_blocks)
         backend = WorkerPool(
-            folder, config.rollout_workers, config.ray_address, device.type, config.engine_blocks
+            folder,
+            config.rollout_workers,
+            config.ray_address,
+            device.type,
+            config.rollout_backend,
+            options,
         )
         ranks_pipeline = ONE_PROCESS
+        if device.type == "cpu" and config.ray_address is None:
+            # The workers of a local Ray compute on cores of this machine, one each: a trainer
+            # that kept a thread on each core would fight them for every core (measured here on
+            # 2 cores: rollouts ran at half speed, benchmarks/rl_throughput.py).
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.rollout_workers))
     else:
         return None
     scores = (lambda: evaluate(backend, config)) if config.eval_dataset and ranks.main else None
@@ -150,12 +171,17 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     if state is not None:
         draw.success = state["success"]
     log = open_log(config, step) if ranks.main else None
+    threads = torch.get_num_threads()  # open_pipeline may leave cores to local workers
     pipeline = open_pipeline(config, device, tokenizer, draw, step, ranks)
     try:
         last_eval = run(model, reference, optimizer, tokenizer, pipeline, log, config, step, ranks)
     finally:
         if pipeline is not None:
             pipeline.close()
+        if torch.get_num_threads() != threads:
+            # Only then: even setting the same count changes later CPU results in this process
+            # (they no longer match a fresh process's, which resumed-run tests compare against).
+            torch.set_num_threads(threads)
     final, weights = config.out / "final", full_weights(model, ranks)
     if log is not None:
         log.close()

@@ -3,7 +3,7 @@ the problem draw, the rollout, the update and the loop."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -71,6 +71,15 @@ class GRPOConfig(TrainConfig):
         description="Ray actors that generate, each with its own engine (one CPU core or one GPU "
         "each); 0: the engine in the trainer's process",
     )
+    rollout_backend: Literal["native", "vllm"] = Field(
+        "native", description="the engine each rollout worker runs (vllm: where it is installed)"
+    )
+    rollout_engine: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options of each worker's engine, as tts.engine.load takes them (native: "
+        "block_size, kv_cache_gib, ...; vllm: enforce_eager, kv_cache_gib, ...); native's "
+        "num_blocks defaults to engine_blocks",
+    )
     ray_address: str | None = Field(
         None,
         description="the Ray cluster the rollout workers join (auto: the one this machine "
@@ -99,6 +108,11 @@ class GRPOConfig(TrainConfig):
             raise ValueError(
                 "max_staleness and partial_rollout_tokens need rollout_workers >= 1: the "
                 "workers sample while the trainer updates"
+            )
+        if (self.rollout_backend != "native" or self.rollout_engine) and not self.rollout_workers:
+            raise ValueError(
+                "rollout_backend and rollout_engine set the rollout workers' engines: they need "
+                "rollout_workers >= 1 (the in-process engine is native, sized by engine_blocks)"
             )
         if self.partial_rollout_tokens is not None and self.max_staleness == 0:
             raise ValueError(

@@ -8,6 +8,11 @@ Every request is seeded by (seed, step, round, problem), so a resumed run sample
 uninterrupted one does. Under torchrun every rank draws the same problems (the draw is seeded
 by step and round, and the success table is shared after each round) and samples its share of
 them, dealt round-robin; each rank's `Rollout` holds its own groups.
+
+Every completion token is tagged with the policy version that sampled it, and in asynchronous
+runs with the log-probability the engine gave it (the behaviour policy's, for the decoupled
+loss). With partial rollouts (`partial_rollout_tokens`) a sample gets that many tokens per
+step; one still going is a `Group` carried to the next step and continued there by its weights.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Rollout workers: engines in processes of their own, placed by Ray, sampling for the trainer.
 
-A `RolloutWorker` is the body of one Ray actor: it loads the model into the native engine on
-its own device (one CPU core, or one GPU, each) and serves `generate` calls from the trainer
-concurrently, so its engine batches them as an in-process one does. `WorkerPool` is the
-trainer's view of its workers: a `Backend`, so the rollout and the evaluation drive it as they
-drive the in-process engine (requests dealt round-robin; results depend only on each request's
-seed and the weights, not on which worker took it), plus the weight sync.
+A `RolloutWorker` is the body of one Ray actor: it loads the model into its engine (the native
+one, or vLLM where it is installed) on its own device (one CPU core, or one GPU, each) and
+serves `generate` calls from the trainer concurrently, so its engine batches them as an
+in-process one does. `WorkerPool` is the trainer's view of its workers: a `Backend`, so the
+rollout and the evaluation drive it as they drive the in-process engine (requests dealt
+round-robin; results depend only on each request's seed and the weights, not on which worker
+took it), plus the weight sync.
 
 Weights travel through Ray's object store, never through a file: the trainer puts the whole
 state dict once (`put_weights`, a copy, so the trainer may go on updating its own) and each
@@ -33,14 +34,22 @@ from tts.errors import TTSError
 class RolloutWorker:
     """One engine on one Ray actor; counts what it generates for the trainer's log."""
 
-    def __init__(self, model: str, device: str, engine_blocks: int) -> None:
-        self.backend = load(model, "native", device=device, num_blocks=engine_blocks)
+    def __init__(self, model: str, backend: str, device: str, options: dict[str, Any]) -> None:
+        self.error: TTSError | None = None
+        try:
+            self.backend = load(model, backend, device=device, **options)
+        except (TTSError, TypeError, ValueError) as error:
+            # Ray would bury it in a dead-actor message: the trainer's first call raises it.
+            self.error = TTSError(f"a rollout worker cannot start its {backend} engine: {error}")
         self.version = -1
         self.tokens, self.busy_seconds = 0, 0.0
+        self.prompt_tokens, self.cached_tokens = 0, 0
         self._in_flight, self._busy_since = 0, 0.0
 
     def pid(self) -> int:
-        """The worker's process id (what a test kills)."""
+        """The worker's process id (what a test kills), once its engine is loaded."""
+        if self.error is not None:
+            raise self.error
         return os.getpid()
 
     async def generate(self, prompt: str | list[int], params: SamplingParams) -> list[Completion]:
@@ -54,6 +63,9 @@ class RolloutWorker:
             if self._in_flight == 0:
                 self.busy_seconds += time.perf_counter() - self._busy_since
         self.tokens += sum(len(c.token_ids) for c in completions)
+        # Per sample, as vLLM counts them: the samples after a request's first share its prompt.
+        self.prompt_tokens += sum(c.prompt_tokens for c in completions)
+        self.cached_tokens += sum(c.cached_tokens for c in completions)
         return completions
 
     async def load_weights(self, version: int, weights: dict[str, torch.Tensor]) -> float:
@@ -64,14 +76,13 @@ class RolloutWorker:
         return time.perf_counter() - started
 
     async def stats(self) -> dict[str, float]:
-        """Tokens generated, seconds spent generating, and the engine's prefix-cache counters
-        since the worker started."""
-        engine = self.backend.stats()
+        """Since the worker started: tokens generated, seconds spent generating, prompt tokens
+        and those of them the prefix cache held."""
         return {
             "tokens": self.tokens,
             "busy_seconds": self.busy_seconds,
-            "prefix_hit_tokens": engine["prefix_hit_tokens"],
-            "prompt_tokens": engine["prompt_tokens"],
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
             "version": self.version,
         }
 
@@ -105,7 +116,8 @@ class WorkerPool:
         count: int,
         address: str | None,
         device_type: str,
-        engine_blocks: int,
+        backend: str,
+        options: dict[str, Any],
     ) -> None:
         import ray
 
@@ -114,7 +126,9 @@ class WorkerPool:
         # On a worker, "cuda" is the one GPU Ray gave it.
         gpus = 1.0 if device_type == "cuda" else 0.0
         actor = ray.remote(RolloutWorker).options(num_cpus=1, num_gpus=gpus, max_concurrency=4096)
-        self.workers = [actor.remote(str(model), device_type, engine_blocks) for _ in range(count)]
+        self.workers = [
+            actor.remote(str(model), backend, device_type, options) for _ in range(count)
+        ]
         self._next = itertools.cycle(self.workers)
         self.call(worker.pid.remote() for worker in self.workers)  # loaded, or the error now
 
@@ -125,6 +139,8 @@ class WorkerPool:
 
         try:
             return ray.get(list(refs))
+        except ray.exceptions.RayTaskError as error:
+            raise error.cause if isinstance(error.cause, TTSError) else error from None
         except ray.exceptions.RayActorError as error:
             raise TTSError(f"a rollout worker died: {error}") from None
 
@@ -153,7 +169,7 @@ class WorkerPool:
         worker, averaged) and the prefix-cache hit rate."""
         each = self.call(worker.stats.remote() for worker in self.workers)
         total = {key: sum(s[key] for s in each) for key in ("tokens", "busy_seconds")}
-        hits = sum(s["prefix_hit_tokens"] for s in each)
+        hits = sum(s["cached_tokens"] for s in each)
         prompts = sum(s["prompt_tokens"] for s in each)
         return total | {
             "worker_tokens_per_s": total["tokens"] / max(total["busy_seconds"], 1e-9),
