@@ -89,9 +89,14 @@ def grpo_recipe(folder: Path, **overrides: object) -> Path:
         "eval_samples": 2,
         "eval_every": 2,
     }
+    return write_recipe(folder, values | overrides)
+
+
+def write_recipe(folder: Path, values: dict) -> Path:
+    """`values` as FOLDER/recipe.yaml."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(values | overrides))
+    path.write_text(yaml.safe_dump(values))
     return path
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tts.errors import TTSError
-from tts.train import grpo, prm, sft
+from tts.train import dpo, grpo, prm, sft
 
 RECIPES = Path(__file__).parents[2] / "configs" / "recipes"
 LOOPS = {
@@ -18,6 +18,7 @@ LOOPS = {
     "builtin_prm.yaml": prm,
     "prm.yaml": prm,
     "grpo.yaml": grpo,
+    "dpo.yaml": dpo,
     "long_cot/sft_long.yaml": sft,
     "long_cot/sft_short.yaml": sft,
     "long_cot/grpo_short.yaml": grpo,

@@ -53,6 +53,15 @@ LOOPS = {
         "OUT/log.jsonl per step (tts train plot draws it), OUT/final at the end. Under torchrun "
         "the model is sharded over the ranks (FSDP2).",
     ),
+    "dpo": Loop(
+        "tts.train.dpo",
+        "DPOConfig",
+        "train_dpo",
+        "preference optimisation on chosen/rejected pairs (DPO, IPO; tts data pairs)",
+        "Train with DPO or IPO from a YAML recipe (see configs/recipes/dpo.yaml) on preference "
+        "pairs in TRL's format; on tts data pairs output this is Kimi's long2short. The "
+        "reference log-probabilities are computed once and cached in OUT.",
+    ),
 }
 
 

@@ -130,7 +130,9 @@ def open_pipeline(
             # The workers of a local Ray compute on cores of this machine, one each: a trainer
             # that kept a thread on each core would fight them for every core (measured here on
             # 2 cores: rollouts ran at half speed, benchmarks/rl_throughput.py).
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.rollout_workers))
+            threads = max(1, (os.cpu_count() or 1) - config.rollout_workers)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
     else:
         return None
     scores = (lambda: evaluate(backend, config)) if config.eval_dataset and ranks.main else None
