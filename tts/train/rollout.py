@@ -44,7 +44,7 @@ class Sample:
 
     tokens: list[int] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
+    logprobs: list[float] | None = None  # None: not asked for
     text: str = ""
     finished: bool = False
     segments: int = 0
@@ -105,7 +105,7 @@ class Rollout:
             self.advantages.append(advantage)
             self.lengths.append(len(sample.tokens))
             self.versions.append(sample.versions)
-            if sample.logprobs:
+            if sample.logprobs is not None:
                 self.behaviour.append(sample.logprobs)
         for name, values in parts.items():
             self.parts.setdefault(name, []).extend(values)
@@ -137,7 +137,9 @@ def extend(
     sample.tokens += new
     sample.versions += [version] * len(new)
     if completion.logprobs is not None:
-        sample.logprobs += [step[token] for step, token in zip(completion.logprobs, new)]
+        sample.logprobs = (sample.logprobs or []) + [
+            step[token] for step, token in zip(completion.logprobs, new)
+        ]
     sample.segments += 1
     paused = len(new) == params.max_tokens and len(sample.tokens) < config.max_tokens
     sample.finished = completion.finish_reason != "length" or not paused

@@ -113,11 +113,12 @@ class RolloutPipeline:
         with self._ready:
             self._closing = True
             self._ready.notify_all()
-        if isinstance(self.backend, WorkerPool):
+        if self._stores:
             self.backend.close()
 
     @property
     def _stores(self) -> bool:
+        """Whether the backend is rollout workers, whose weights go through Ray's store."""
         return isinstance(self.backend, WorkerPool)
 
     def _due(self, version: int) -> bool:
@@ -138,7 +139,7 @@ class RolloutPipeline:
                 del self._published[older]
         started = time.perf_counter()
         if self._stores:
-            self.backend.load_weights(version, staged)
+            self.backend.load_weights(staged)
         else:
             self.backend.update_weights(staged.items())
         self.held = version
@@ -169,9 +170,14 @@ class RolloutPipeline:
                 version = max(self.start, step - config.lag)
                 self._catch_up(version)
                 batch = rollout(
-                    self.backend, self.tokenizer, self.draw, config, step, ONE_PROCESS,
-                    version, self.carried,
-                )  # fmt: skip
+                    self.backend,
+                    self.tokenizer,
+                    self.draw,
+                    config,
+                    step,
+                    version=version,
+                    carried=self.carried,
+                )
                 with self._ready:
                     self._batches[step] = (batch, dict(self.draw.success))
                     self._ready.notify_all()

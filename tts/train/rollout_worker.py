@@ -41,7 +41,6 @@ class RolloutWorker:
         except (TTSError, TypeError, ValueError) as error:
             # Ray would bury it in a dead-actor message: the trainer's first call raises it.
             self.error = TTSError(f"a rollout worker cannot start its {backend} engine: {error}")
-        self.version = -1
         self.tokens, self.busy_seconds = 0, 0.0
         self.prompt_tokens, self.cached_tokens = 0, 0
         self._in_flight, self._busy_since = 0, 0.0
@@ -68,12 +67,9 @@ class RolloutWorker:
         self.cached_tokens += sum(c.cached_tokens for c in completions)
         return completions
 
-    async def load_weights(self, version: int, weights: dict[str, torch.Tensor]) -> float:
-        """Take the trainer's weights of `version`; the seconds it took here."""
-        started = time.perf_counter()
+    async def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Take the trainer's new weights."""
         self.backend.update_weights(weights.items())
-        self.version = version
-        return time.perf_counter() - started
 
     async def stats(self) -> dict[str, float]:
         """Since the worker started: tokens generated, seconds spent generating, prompt tokens
@@ -83,7 +79,6 @@ class RolloutWorker:
             "busy_seconds": self.busy_seconds,
             "prompt_tokens": self.prompt_tokens,
             "cached_tokens": self.cached_tokens,
-            "version": self.version,
         }
 
 
@@ -158,11 +153,9 @@ class WorkerPool:
 
         return ray.put({name: tensor.detach().cpu() for name, tensor in weights.items()})
 
-    def load_weights(self, version: int, stored: Any) -> float:
-        """Every worker takes the weights `put_weights` stored; the seconds until all have."""
-        started = time.perf_counter()
-        self.call(worker.load_weights.remote(version, stored) for worker in self.workers)
-        return time.perf_counter() - started
+    def load_weights(self, stored: Any) -> None:
+        """Every worker takes the weights `put_weights` stored (returns once all have)."""
+        self.call(worker.load_weights.remote(stored) for worker in self.workers)
 
     def stats(self) -> dict[str, float]:
         """The workers' counters summed, and their rates: tokens per second of generation (per
