@@ -17,12 +17,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tts.train.critic import Critic
 from tts.train.distributed import Ranks, full_weights, leave, shard
 from tts.train.grpo_config import GRPOConfig
+from tts.train.online_prm import OnlinePRM
 from tts.train.policy_update import micro_batches, update
-from tts.train.rollout import Rollout
+from tts.train.rollout import Rollout, share_groups
 
 from .resume import assert_same_weights, grpo_recipe, training_log
 
@@ -94,6 +96,70 @@ def test_two_ranks_update_equals_one_process_update(
     assert moved > 1e-3 and gap < 1e-5, (moved, gap)
     for key in ("loss", "entropy", "clip_fraction", "grad_norm"):
         assert shared_stats[key] == pytest.approx(alone_stats[key], rel=1e-5, abs=1e-7), key
+
+
+def side_step(folder: Path, config: GRPOConfig, ranks: Ranks) -> tuple[list, dict, dict]:
+    """The per-token advantages (every rank's, in batch order), the side model's weights and
+    the statistics after one step of `config.advantage`'s side model (the critic: advantages
+    then its update; PRIME's PRM: one forward that scores and trains it) on this rank's
+    groups of a fixed batch of two completions per problem."""
+    torch.manual_seed(0)
+    batch = fixed_rollout(AutoModelForCausalLM.from_pretrained(folder).config.vocab_size, 8)
+    batch.rewards = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+    batch.parts = {"accuracy": list(batch.rewards)}
+    batch = share_groups(batch, ranks, config.group_size)
+    side_class = Critic if config.advantage == "gae" else OnlinePRM
+    extra = (AutoTokenizer.from_pretrained(folder),) if side_class is Critic else ()
+    side = side_class(config, ranks, torch.device("cpu"), None, *extra)
+    stats = side.advantages(batch, 0, config, 0)
+    if side_class is Critic:
+        stats |= side.update(batch, 0, config, 0)
+    advantages = [row for part in ranks.gather(batch.token_advantages) for row in part]
+    weights = {k: v.clone() for k, v in full_weights(side.side.model, ranks).items()}
+    return advantages, weights, stats
+
+
+def side_rank_main(rank, world, store, folder, config, out):
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
+    ranks = Ranks(rank, world, joined=True)
+    result = side_step(folder, config, ranks)
+    if rank == 0:
+        torch.save(result, out)
+    leave(ranks)
+
+
+@pytest.mark.parametrize("advantage", ["gae", "prime"])
+def test_two_ranks_train_the_critic_and_primes_prm_as_one_process(advantage, tiny_qwen, tmp_path):
+    """Whitening and the side model's loss cover every rank's tokens: two ranks, each with half
+    the groups, give the one-process advantages, weights and statistics."""
+    config = GRPOConfig(
+        out=tmp_path,
+        model=str(tiny_qwen),
+        batch_size=2,
+        group_size=2,
+        max_tokens=16,
+        advantage=advantage,
+        lr=1e-3,
+        warmup_steps=0,
+        **{"critic" if advantage == "gae" else "prime": {"lr": 1e-2}},
+    )
+    alone, alone_weights, alone_stats = side_step(tiny_qwen, config, Ranks())
+    start = AutoModelForCausalLM.from_pretrained(tiny_qwen).state_dict()
+    store, out = f"file://{tmp_path / 'store'}", tmp_path / "two.pt"
+    mp.spawn(side_rank_main, args=(2, store, tiny_qwen, config, out), nprocs=2)
+    shared, shared_weights, shared_stats = torch.load(out, weights_only=False)
+    # Rank 0 holds groups 0 and 2, rank 1 groups 1 and 3: back into batch order.
+    order = [0, 1, 4, 5, 2, 3, 6, 7]
+    shared = [shared[order.index(i)] for i in range(8)]
+    for one, two in zip(alone, shared):
+        assert two == pytest.approx(one, abs=1e-5)
+    gap = max(float((alone_weights[k] - shared_weights[k]).abs().max()) for k in alone_weights)
+    moved = max(
+        float((alone_weights[k] - start[k]).abs().max()) for k in start if k in alone_weights
+    )
+    assert moved > 1e-3 and gap < 1e-5, (moved, gap)
+    for key, value in alone_stats.items():
+        assert shared_stats[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
 def test_micro_batches_hold_at_most_the_token_budget_and_default_to_batch_size(tmp_path):

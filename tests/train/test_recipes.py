@@ -10,31 +10,34 @@ import pytest
 import yaml
 
 from tts.errors import TTSError
-from tts.train import dpo, grpo, prm, sft
+from tts.train import dpo, grpo, prm, sft, star
 
 RECIPES = Path(__file__).parents[2] / "configs" / "recipes"
-LOOPS = {
-    "builtin.yaml": sft,
-    "builtin_prm.yaml": prm,
-    "prm.yaml": prm,
-    "grpo.yaml": grpo,
-    "dpo.yaml": dpo,
-    "long_cot/sft_long.yaml": sft,
-    "long_cot/sft_short.yaml": sft,
-    "long_cot/grpo_short.yaml": grpo,
-    "long_cot/grpo_long.yaml": grpo,
-    "long_cot/grpo_long_cosine.yaml": grpo,
+LOADERS = {  # recipe -> what `tts train LOOP` reads it with
+    "builtin.yaml": sft.load_config,
+    "builtin_prm.yaml": prm.load_config,
+    "prm.yaml": prm.load_config,
+    "grpo.yaml": grpo.load_config,
+    "ppo.yaml": grpo.load_ppo_config,
+    "prime.yaml": grpo.load_prime_config,
+    "dpo.yaml": dpo.load_config,
+    "star.yaml": star.load_config,
+    "long_cot/sft_long.yaml": sft.load_config,
+    "long_cot/sft_short.yaml": sft.load_config,
+    "long_cot/grpo_short.yaml": grpo.load_config,
+    "long_cot/grpo_long.yaml": grpo.load_config,
+    "long_cot/grpo_long_cosine.yaml": grpo.load_config,
 }
 
 
 def test_every_recipe_is_listed_here():
     shipped = {str(path.relative_to(RECIPES)) for path in RECIPES.rglob("*.yaml")}
-    assert shipped == set(LOOPS)
+    assert shipped == set(LOADERS)
 
 
-@pytest.mark.parametrize("name", sorted(LOOPS))
+@pytest.mark.parametrize("name", sorted(LOADERS))
 def test_the_recipe_loads(name):
-    config = LOOPS[name].load_config(RECIPES / name)
+    config = LOADERS[name](RECIPES / name)
     assert config.out.parts[0] == "runs"  # outputs go to the ignored runs/ folder
 
 

@@ -33,6 +33,11 @@ JOBS = {
         "tts.data.pairs",
         "long-to-short preference pairs: the shortest correct candidate against a longer one",
     ),
+    "rationales": (
+        "tts.data.rationales",
+        "STaR's data: up to --keep right rationales per problem, the unsolved ones posed again "
+        "with the answer as a hint (the hint left out of the records)",
+    ),
 }
 
 

@@ -24,6 +24,7 @@ class Loop:
     train: str
     help: str
     description: str
+    load: str = "load_config"  # the module's function that reads the recipe
 
 
 LOOPS = {
@@ -53,6 +54,37 @@ LOOPS = {
         "OUT/log.jsonl per step (tts train plot draws it), OUT/final at the end. Under torchrun "
         "the model is sharded over the ranks (FSDP2).",
     ),
+    "ppo": Loop(
+        "tts.train.grpo",
+        "PPOConfig",
+        "train_grpo",
+        "PPO with a critic: GAE over tokens, outcome and process (PRM) rewards",
+        "Train with PPO from a YAML recipe (see configs/recipes/ppo.yaml): GRPO's loop and "
+        "placements with a value model trained beside the policy (critic:), per-token GAE "
+        "advantages, and optionally a PRM's step scores as rewards on each step's last token "
+        "(process_reward:).",
+        load="load_ppo_config",
+    ),
+    "prime": Loop(
+        "tts.train.grpo",
+        "PRIMEConfig",
+        "train_grpo",
+        "PRIME: an implicit PRM updated online from outcomes, its token rewards as advantages",
+        "Train with PRIME from a YAML recipe (see configs/recipes/prime.yaml): GRPO's loop and "
+        "placements with an implicit PRM trained each step on the rollouts' outcome labels "
+        "(prime:); OUT/final_prm loads as --prm.",
+        load="load_prime_config",
+    ),
+    "star": Loop(
+        "tts.train.star",
+        "STaRConfig",
+        "train_star",
+        "STaR: sample, keep the right rationales (rationalise the rest), fine-tune; iterate",
+        "Run STaR's iterations from a YAML recipe (see configs/recipes/star.yaml): each samples "
+        "rationales with the previous iteration's model (tts data rationales) and fine-tunes "
+        "the base model on them (tts train sft); OUT/iteration_K keeps each one's data and "
+        "model, OUT/log.jsonl its held-out pass@1.",
+    ),
     "dpo": Loop(
         "tts.train.dpo",
         "DPOConfig",
@@ -72,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             name,
             help=loop.help,
             description=f"{loop.description} Flags override the recipe; its nested settings "
-            "are set there. Running the same command again resumes from OUT/checkpoint.",
+            "are set there. Running the same command again resumes where it stopped.",
             add_arguments=partial(add_loop_flags, loop),
         )
         command.add_argument(
@@ -104,7 +136,8 @@ def add_loop_flags(loop: Loop, parser: argparse.ArgumentParser) -> None:
 def run_loop(loop: Loop, args: argparse.Namespace) -> None:
     module = importlib.import_module(loop.module)
     overrides = config_values(getattr(module, loop.config), args)
-    result = getattr(module, loop.train)(module.load_config(args.recipe, **overrides))
+    config = getattr(module, loop.load)(args.recipe, **overrides)
+    result = getattr(module, loop.train)(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 alone reports
         return
     if not isinstance(result, dict):

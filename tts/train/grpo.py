@@ -60,6 +60,7 @@ from tts.data.datasets import load_dataset
 from tts.data.jsonl import RecordWriter
 from tts.engine import Backend, load
 from tts.train.checkpoint import open_log, restore, resume_state, save, trainer_state
+from tts.train.critic import Critic
 from tts.train.distributed import (
     ONE_PROCESS,
     Ranks,
@@ -72,18 +73,32 @@ from tts.train.distributed import (
 )
 from tts.train.draw import ProblemDraw
 from tts.train.evaluate import pass_at_1
-from tts.train.grpo_config import GRPOConfig
+from tts.train.grpo_config import GRPOConfig, PPOConfig, PRIMEConfig
+from tts.train.online_prm import OnlinePRM
 from tts.train.optimizer import make_optimizer, set_lr
 from tts.train.policy_update import update
 from tts.train.recipe import load_recipe, model_folder
 from tts.train.rollout import Rollout, rollout_stats, share_groups
 from tts.train.rollout_pipeline import RolloutPipeline
 from tts.train.rollout_worker import WorkerPool
+from tts.verifiers.prm.load import PRM_CONFIG
+
+LOOP_NAMES = {"group": "grpo", "gae": "ppo", "prime": "prime"}  # the progress bar's
 
 
 def load_config(path: str | Path, **overrides: object) -> GRPOConfig:
     """A GRPOConfig from a YAML recipe, with command-line overrides on top."""
     return load_recipe(GRPOConfig, path, overrides)
+
+
+def load_ppo_config(path: str | Path, **overrides: object) -> PPOConfig:
+    """`tts train ppo`'s config: advantage gae unless the recipe says otherwise."""
+    return load_recipe(PPOConfig, path, overrides)
+
+
+def load_prime_config(path: str | Path, **overrides: object) -> PRIMEConfig:
+    """`tts train prime`'s config: advantage prime."""
+    return load_recipe(PRIMEConfig, path, overrides)
 
 
 def evaluate(backend: Backend, config: GRPOConfig) -> dict[str, float]:
@@ -172,11 +187,19 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
     step = restore(optimizer, state, optimizer_loader(model, optimizer, ranks))
     if state is not None:
         draw.success = state["success"]
+    side = None  # the model trained beside the policy: the critic, or PRIME's PRM
+    side_state = state.get("side") if state is not None else None
+    if config.advantage == "gae":
+        side = Critic(config, ranks, device, side_state, tokenizer)
+    elif config.advantage == "prime":
+        side = OnlinePRM(config, ranks, device, side_state)
     log = open_log(config, step) if ranks.main else None
     threads = torch.get_num_threads()  # open_pipeline may leave cores to local workers
     pipeline = open_pipeline(config, device, tokenizer, draw, step, ranks)
     try:
-        last_eval = run(model, reference, optimizer, tokenizer, pipeline, log, config, step, ranks)
+        last_eval = run(
+            model, reference, side, optimizer, tokenizer, pipeline, log, config, step, ranks
+        )
     finally:
         if pipeline is not None:
             pipeline.close()
@@ -185,9 +208,18 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
             # (they no longer match a fresh process's, which resumed-run tests compare against).
             torch.set_num_threads(threads)
     final, weights = config.out / "final", full_weights(model, ranks)
+    prm_weights = full_weights(side.side.model, ranks) if isinstance(side, OnlinePRM) else None
     if log is not None:
         log.close()
         save(model, tokenizer, final, weights=weights)
+        if prm_weights is not None:
+            save(
+                side.side.model,
+                tokenizer,
+                config.out / "final_prm",
+                weights=prm_weights,
+                json_files={PRM_CONFIG: side.prm_config(tokenizer, config)},
+            )
     leave(ranks)
     return {"final": str(final), **last_eval}
 
@@ -195,6 +227,7 @@ def train_grpo(config: GRPOConfig) -> dict[str, Any]:
 def run(
     model: PreTrainedModel,
     reference: PreTrainedModel | None,
+    side: Critic | OnlinePRM | None,
     optimizer: torch.optim.Optimizer,
     tokenizer: PreTrainedTokenizerBase,
     pipeline: RolloutPipeline | None,
@@ -229,7 +262,11 @@ def run(
     if log is not None:
         write_evaluations(pipeline.take_evaluations())
     bar = tqdm(
-        total=config.max_steps, initial=step, desc="grpo", unit="step", disable=not ranks.main
+        total=config.max_steps,
+        initial=step,
+        desc=LOOP_NAMES[config.advantage],
+        unit="step",
+        disable=not ranks.main,
     )
     while step < config.max_steps:
         lr = set_lr(optimizer, step, config)
@@ -240,7 +277,11 @@ def run(
         if record["groups_kept"]:
             if release_memory:
                 engine.release_memory()
+            if side is not None:  # per-token advantages into the batch
+                record |= side.advantages(batch, pad_id, config, step)
             record |= update(model, reference, optimizer, batch, pad_id, config, ranks)
+            if isinstance(side, Critic):
+                record |= side.update(batch, pad_id, config, step)
             if release_memory:
                 engine.reclaim_memory()
         step += 1
@@ -260,7 +301,8 @@ def run(
         if step % config.save_every == 0 or step == config.max_steps:
             success = pipeline.success if pipeline is not None else {}
             optimizer_saved = optimizer_state(model, optimizer, ranks)
-            state = trainer_state(optimizer_saved, step, config, success=success)
+            side_state = side.side.state() if side is not None else None
+            state = trainer_state(optimizer_saved, step, config, success=success, side=side_state)
             if ranks.main:
                 save(model, tokenizer, config.out / "checkpoint", state, weights)
     bar.close()

@@ -1,5 +1,6 @@
-"""The settings of one GRPO run (`tts train grpo --recipe`), read by every part of its step:
-the problem draw, the rollout, the update and the loop."""
+"""The settings of one run of the RL loop (`tts train grpo`, `ppo` or `prime --recipe`), read by
+every part of its step: the problem draw, the rollout, the advantages, the update and the loop.
+The three commands are one loop; what differs is where advantages come from (`advantage`)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ from pydantic import Field, model_validator
 from tts.engine import SamplingParams
 from tts.prompts import DEFAULT_INSTRUCTION
 from tts.seeds import derive_seed
+from tts.train.gae import CriticConfig
 from tts.train.grpo_rewards import RewardConfig
 from tts.train.policy_loss import LossConfig
+from tts.train.prime import ImplicitPRMConfig
+from tts.train.process_rewards import ProcessRewardConfig
 from tts.train.recipe import TrainConfig
 
 
 class GRPOConfig(TrainConfig):
-    """One GRPO run. `batch_size` is the micro-batch of sequences per forward of the update,
-    unless `micro_batch_tokens` bounds micro-batches by padded tokens instead."""
+    """One run of the RL loop. `batch_size` is the micro-batch of sequences per forward of the
+    update, unless `micro_batch_tokens` bounds micro-batches by padded tokens instead."""
 
     model: str = Field("builtin", description="causal LM folder to start from, or builtin")
     dataset: str = Field("synth:arith:3:2000:train", description="training problems")
@@ -32,6 +36,21 @@ class GRPOConfig(TrainConfig):
     instruction: str = Field(DEFAULT_INSTRUCTION, description="appended to each problem")
     loss: LossConfig = Field(default_factory=LossConfig, description="policy loss")
     rewards: RewardConfig = Field(default_factory=RewardConfig, description="reward terms")
+    advantage: Literal["group", "gae", "prime"] = Field(
+        "group",
+        description="group: group-relative, as loss.variant scales it (GRPO); gae: a critic's "
+        "GAE over tokens (PPO; critic:, process_reward:); prime: PRIME's online implicit PRM "
+        "(prime:)",
+    )
+    critic: CriticConfig | None = Field(
+        None, description="advantage gae: the value model (default: its defaults)"
+    )
+    process_reward: ProcessRewardConfig | None = Field(
+        None, description="advantage gae: a PRM's step scores as rewards (default: none)"
+    )
+    prime: ImplicitPRMConfig | None = Field(
+        None, description="advantage prime: the implicit PRM (default: its defaults)"
+    )
     dynamic_sampling: bool | None = Field(
         None,
         description="drop groups of equal rewards and draw more; default: the loss variant's "
@@ -103,6 +122,16 @@ class GRPOConfig(TrainConfig):
     def _defaults(self) -> GRPOConfig:
         if self.dynamic_sampling is None:
             self.dynamic_sampling = self.loss.rules.dynamic_sampling
+        if self.advantage == "gae" and self.critic is None:
+            self.critic = CriticConfig()
+        if self.advantage == "prime" and self.prime is None:
+            self.prime = ImplicitPRMConfig()
+        for name, needs in (("critic", "gae"), ("process_reward", "gae"), ("prime", "prime")):
+            if getattr(self, name) is not None and self.advantage != needs:
+                raise ValueError(
+                    f"{name} is read with advantage: {needs} only (this run: "
+                    f"advantage: {self.advantage})"
+                )
         asynchronous = self.max_staleness > 0 or self.partial_rollout_tokens is not None
         if asynchronous and self.rollout_workers == 0:
             raise ValueError(
@@ -141,3 +170,15 @@ class GRPOConfig(TrainConfig):
             max_tokens=self.max_tokens,
             seed=derive_seed(self.seed, *seed_parts),
         )
+
+
+class PPOConfig(GRPOConfig):
+    """`tts train ppo`: the RL loop with a critic (advantage gae)."""
+
+    advantage: Literal["gae"] = Field("gae", description="gae: a critic's GAE over tokens")
+
+
+class PRIMEConfig(GRPOConfig):
+    """`tts train prime`: the RL loop with PRIME's online implicit PRM (advantage prime)."""
+
+    advantage: Literal["prime"] = Field("prime", description="prime: the online implicit PRM")

@@ -28,6 +28,23 @@ LINEAR_HEAD_FAMILIES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 CHUNK_ELEMENTS = 2**26
 
 
+def padded(
+    batch: list[list[int]], starts: list[int], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded token ids [B, W], their attention mask, and the [B, W - 1] mask of
+    completion tokens in the columns every per-token tensor of training uses: column t holds
+    what position t predicts, the token at t + 1."""
+    width = max(len(seq) for seq in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    mask = torch.zeros((len(batch), width - 1))
+    for row, (seq, start) in enumerate(zip(batch, starts)):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        attention[row, : len(seq)] = 1
+        mask[row, start - 1 : len(seq) - 1] = 1
+    return ids.to(device), attention.to(device), mask.to(device)
+
+
 def token_logprobs(
     model: PreTrainedModel,
     batch: list[list[int]],
@@ -47,16 +64,7 @@ def token_logprobs(
     over the full logits, bit for bit. Other families than LINEAR_HEAD_FAMILIES get their
     full logits from the model's own forward and are chunked only for the log-softmax.
     """
-    device = next(model.parameters()).device
-    width = max(len(seq) for seq in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    mask = torch.zeros((len(batch), width - 1))
-    for row, (seq, start) in enumerate(zip(batch, starts)):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        attention[row, : len(seq)] = 1
-        mask[row, start - 1 : len(seq) - 1] = 1  # position t predicts token t + 1
-    ids, attention, mask = ids.to(device), attention.to(device), mask.to(device)
+    ids, attention, mask = padded(batch, starts, pad_id, next(model.parameters()).device)
     states, weight, bias = _final_states(model, ids, attention)
     # Every position is scored, the last one too (its target is a stand-in, masked out), so
     # one chunk multiplies the same [B * width, hidden] matrix as the model's own forward.

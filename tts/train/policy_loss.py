@@ -196,7 +196,8 @@ def policy_loss(
     logprobs: [B, T] log-probabilities of the sampled tokens under the policy being trained;
     old_logprobs: the same under the policy that sampled them (no gradient), or under the
         proximal policy when `behaviour_logprobs` are given;
-    advantages: [B], one per completion, spread over its tokens;
+    advantages: [B], one per completion, spread over its tokens, or [B, T], one per token (a
+        critic's GAE, PRIME's);
     mask: [B, T], 1 on completion tokens;
     max_tokens: the generation budget, Dr. GRPO's constant normaliser;
     behaviour_logprobs: [B, T], asynchronous runs: the log-probabilities the sampling engine
@@ -204,7 +205,7 @@ def policy_loss(
     """
     mask = mask.to(logprobs.dtype)
     ratio = torch.exp(logprobs - old_logprobs)
-    advantage = advantages[:, None]
+    advantage = advantages[:, None] if advantages.dim() == 1 else advantages
     clipped = ratio.clamp(1 - config.clip_low, 1 + config.clip_high)
     per_token = -torch.minimum(ratio * advantage, clipped * advantage)
     behaviour_weight = None

@@ -43,6 +43,13 @@ def micro_batches(lengths: list[int], config: GRPOConfig) -> list[list[int]]:
     return micros
 
 
+def rank_micro_batches(batch: Rollout, config: GRPOConfig, ranks: Ranks) -> list[list[int]]:
+    """This rank's micro-batches of `batch`, padded with empty ones to the count of the rank
+    that has the most: under torchrun every rank takes part in each forward's collectives."""
+    micros = micro_batches([len(seq) for seq in batch.sequences], config)
+    return micros + [[] for _ in range(int(ranks.max(len(micros))) - len(micros))]
+
+
 def idle_pass(model: PreTrainedModel, pad_id: int, temperature: float) -> None:
     """A forward and backward on one padding token that adds nothing to the gradients: a rank
     with fewer micro-batches than another still joins each of FSDP2's collectives."""
@@ -73,8 +80,7 @@ def update(
     them under torchrun; with the KL to a frozen `reference` when there is one); the last
     epoch's statistics, over every rank."""
     model.train()
-    micros = micro_batches([len(seq) for seq in batch.sequences], config)
-    micros += [[] for _ in range(int(ranks.max(len(micros))) - len(micros))]
+    micros = rank_micro_batches(batch, config, ranks)
     sequences, tokens = ranks.sum(
         [len(batch.sequences), sum(len(seq) - s for seq, s in zip(batch.sequences, batch.starts))]
     )
@@ -109,7 +115,10 @@ def update(
             if reference is not None:
                 with torch.no_grad():
                     ref, _, _ = token_logprobs(reference, seqs, starts, pad_id, temperature)
-            advantages = torch.tensor([batch.advantages[i] for i in micro], device=mask.device)
+            if batch.token_advantages:  # a critic's or PRIME's, one per token
+                advantages = aligned([batch.token_advantages[i] for i in micro], starts, logprobs)
+            else:
+                advantages = torch.tensor([batch.advantages[i] for i in micro], device=mask.device)
             previous = old.get(micro[0], logprobs.detach())
             behaviour = None
             if decoupled:

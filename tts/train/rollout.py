@@ -83,6 +83,10 @@ class Rollout:
     lengths: list[int] = field(default_factory=list)  # completion tokens
     versions: list[list[int]] = field(default_factory=list)  # per completion token
     behaviour: list[list[float]] = field(default_factory=list)  # per token; [] if not asked
+    problems: list[str] = field(default_factory=list)  # each completion's problem text
+    # Per completion token, set after the rollout by a critic or PRIME (`advantage: gae` or
+    # `prime`); [] with group-relative advantages.
+    token_advantages: list[list[float]] = field(default_factory=list)
     groups_drawn: int = 0
     groups_kept: int = 0
     groups_carried: int = 0  # unfinished at the end of the step, continued in the next
@@ -105,6 +109,7 @@ class Rollout:
             self.advantages.append(advantage)
             self.lengths.append(len(sample.tokens))
             self.versions.append(sample.versions)
+            self.problems.append(group.problem.problem)
             if sample.logprobs is not None:
                 self.behaviour.append(sample.logprobs)
         for name, values in parts.items():
@@ -304,6 +309,8 @@ def share_groups(batch: Rollout, ranks: Ranks, group_size: int) -> Rollout:
         lengths=pick(batch.lengths),
         versions=pick(batch.versions),
         behaviour=pick(batch.behaviour),
+        problems=pick(batch.problems),
+        parts={name: pick(values) for name, values in batch.parts.items()},
     )
 
 
@@ -328,7 +335,7 @@ def rollout_stats(batch: Rollout, step: int, ranks: Ranks = ONE_PROCESS) -> dict
     """The step's log entries about its rollouts, over every rank's groups: mean reward and each
     part, lengths, groups, how many versions old its oldest token is, sampling speed."""
     if ranks.joined:
-        part = replace(batch, sequences=[], starts=[], advantages=[], behaviour=[])
+        part = replace(batch, sequences=[], starts=[], advantages=[], behaviour=[], problems=[])
         batch = merged(ranks.gather(part))
     lengths = batch.lengths or [0]
     oldest = [min(v, default=step) for v in batch.versions] or [step]
