@@ -1,26 +1,37 @@
-"""The RL stage's algorithms against each other on the built-in model: where advantages come
-from, at equal rollout samples.
+"""The RL stage's algorithms against each other on the built-in model.
 
     python benchmarks/rl_algorithms.py methods [--steps 30] [--seeds 0,1]
+    python benchmarks/rl_algorithms.py long2short      # after methods: starts from its GRPO run
+    python benchmarks/rl_algorithms.py star
 
-`methods`: GRPO (group-relative), PPO with a critic on the outcome reward, PPO with the outcome
-and the built-in PRM's process rewards, and PRIME (online implicit PRM), each the recipe under
-configs/recipes/ cut to `--steps` steps (the same problems, samples per step, learning rate
-and schedule for all four), trained by the CLI in a process of its own, once per seed. The
-held-out pass@1 over training is each run's own evaluation (`eval_every`; the recipe's eval
-set, `eval_samples` samples of each problem, the same seeds at every evaluation and for every
-run), so step 0 is the start model's and the gain of a run is its last evaluation less its
-first. The spread of a method's gains over the seeds is the run-to-run spread.
+`methods`: where advantages come from, at equal rollout samples. GRPO (group-relative), PPO with
+a critic on the outcome reward, PPO with the outcome and the built-in PRM's process rewards, and
+PRIME (online implicit PRM), each the recipe under configs/recipes/ cut to `--steps` steps (the
+same problems, samples per step, learning rate and schedule for all four), trained by the CLI
+in a process of its own, once per seed. The held-out pass@1 over training is each run's own
+evaluation (`eval_every`; the recipe's eval set, `eval_samples` samples of each problem, seeded
+by the run's seed, the same at every evaluation), so step 0 is the start model's and the gain
+of a run is its last evaluation less its first. The spread of a method's gains over the seeds
+is the run-to-run spread.
 
-Runs go in turn (each method for every seed, then the next method). A finished run is reused and
-a stopped one resumes from its checkpoint. Prints a table, draws
-benchmarks/results/rl_algorithms.png and writes benchmarks/results/rl_algorithms.json (the keys
-of this part; the keys the file holds from other parts are kept).
+`long2short`: Kimi k1.5's long2short on the GRPO model of `methods` (seed 0): `tts data pairs`
+on 500 training problems (8 samples each; the shortest correct answer over the longest other
+one, longer-correct or wrong), `tts train dpo` with configs/recipes/dpo.yaml, then the mean
+tokens per answer and pass@1 of the GRPO model and the DPO model on the eval set (GRPO's
+evaluation: 8 samples of each of 100 problems, the same seeds for both).
+
+`star`: configs/recipes/star.yaml (3 iterations) with and without rationalisation; pass@1
+after each iteration (iteration 0 is the base model), GRPO's evaluation at seed 0.
+
+A finished run is reused and a stopped one resumes from its checkpoint. Each part prints a
+table and writes its keys into benchmarks/results/rl_algorithms.json (the keys of the other
+parts are kept); `methods` draws benchmarks/results/rl_algorithms.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -31,7 +42,12 @@ import matplotlib
 import numpy as np
 import yaml
 
+from tts.data.datasets import load_dataset
 from tts.data.jsonl import read_records
+from tts.engine import load
+from tts.prompts import build_prompt
+from tts.train.grpo import load_config
+from tts.verifiers import extract_answer, is_correct
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
@@ -119,9 +135,100 @@ def draw(runs: dict[str, dict], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def cli(*arguments: str, log: Path) -> None:
+    """`tts ARGUMENTS` in a process of its own, its output appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as output:
+        env = {**os.environ, "TQDM_DISABLE": "1"}
+        command = [sys.executable, "-m", "tts.cli", *arguments]
+        subprocess.run(command, env=env, stdout=output, stderr=subprocess.STDOUT, check=True)
+
+
+def answers(model: Path) -> tuple[float, float]:
+    """pass@1 and mean completion tokens of `model` on GRPO's evaluation (its recipe's eval
+    set, samples and seeds at seed 0)."""
+    config = load_config(RECIPES / "grpo.yaml", seed=0)
+    backend = load(model, "native", device="cpu")
+    problems = load_dataset(config.eval_dataset, config.eval_limit)
+
+    async def one(problem) -> list[tuple[bool, int]]:
+        prompt = build_prompt(backend.tokenizer, problem.problem, config.instruction)
+        params = config.sampling_params(config.eval_samples, "eval", problem.id)
+        completions = await backend.generate(prompt, params)
+        return [
+            (is_correct(extract_answer(c.text), problem.answer), len(c.token_ids))
+            for c in completions
+        ]
+
+    async def every() -> list[list[tuple[bool, int]]]:
+        return await asyncio.gather(*(one(problem) for problem in problems))
+
+    rows = asyncio.run(every())
+    pass1 = float(np.mean([np.mean([ok for ok, _ in row]) for row in rows]))
+    return pass1, float(np.mean([n for row in rows for _, n in row]))
+
+
+def long2short(args: argparse.Namespace) -> dict:
+    start = args.runs / "grpo_seed0" / "final"
+    if not (start / "model.safetensors").exists():
+        raise SystemExit(f"{start} is missing: run the methods part first")
+    folder = args.runs / "long2short"
+    pairs = folder / "pairs.jsonl"
+    cli(
+        "data", "pairs", "--model", str(start), "--dataset", "synth:arith:3:2000:train",
+        "--limit", "500", "--n", "8", "--temperature", "1.0", "--max-tokens", "256",
+        "--out", str(pairs), log=folder / "output.txt",
+    )  # fmt: skip
+    out = folder / "dpo"
+    if not (out / "final" / "model.safetensors").exists():
+        cli(
+            "train", "dpo", "--recipe", str(RECIPES / "dpo.yaml"), "--model", str(start),
+            "--data", str(pairs), "--out", str(out), log=folder / "output.txt",
+        )  # fmt: skip
+    before_pass, before_tokens = answers(start)
+    after_pass, after_tokens = answers(out / "final")
+    record = {
+        "long2short_pairs": len(read_records(pairs)),
+        "long2short_tokens_before": before_tokens,
+        "long2short_tokens_after": after_tokens,
+        "long2short_token_ratio": after_tokens / before_tokens,
+        "long2short_pass1_before": before_pass,
+        "long2short_pass1_after": after_pass,
+        "long2short_pass1_delta": after_pass - before_pass,
+    }
+    print(f"{'model':<8} {'pass@1':>7} {'tokens':>7}")
+    print(f"{'GRPO':<8} {before_pass:>7.4f} {before_tokens:>7.1f}")
+    print(f"{'+ DPO':<8} {after_pass:>7.4f} {after_tokens:>7.1f}")
+    return record
+
+
+def star(args: argparse.Namespace) -> dict:
+    record = {}
+    for key, rationalize in (("star", True), ("star_plain", False)):
+        out = args.runs / key
+        flag = "--rationalize" if rationalize else "--no-rationalize"
+        recipe = str(RECIPES / "star.yaml")
+        cli("train", "star", "--recipe", recipe, "--out", str(out), flag, log=out / "output.txt")
+        log = {r["step"]: r for r in read_records(out / "log.jsonl")}
+        steps = sorted(log)
+        record[f"{key}_pass1_by_iteration"] = [log[i]["eval_pass@1"] for i in steps]
+        record[f"{key}_examples_by_iteration"] = [log[i].get("examples", 0) for i in steps[1:]]
+        record[f"{key}_rationalized_by_iteration"] = [
+            log[i].get("rationalized", 0) for i in steps[1:]
+        ]
+    print(f"{'STaR':<24} pass@1 by iteration (0: base)")
+    for key in ("star", "star_plain"):
+        values = " ".join(f"{v:.4f}" for v in record[f"{key}_pass1_by_iteration"])
+        print(f"{key:<24} {values}")
+    return record
+
+
+PARTS = {"methods": methods, "long2short": long2short, "star": star}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=["methods"])
+    parser.add_argument("part", choices=sorted(PARTS))
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--seeds", default="0,1")
@@ -129,7 +236,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
-    record = methods(args)
+    record = PARTS[args.part](args)
     path = args.results / "rl_algorithms.json"
     kept = json.loads(path.read_text()) if path.exists() else {}
     path.write_text(json.dumps(kept | record, indent=2) + "\n")

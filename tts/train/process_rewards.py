@@ -22,12 +22,16 @@ P(the solution is still right after step k) = s_k. Two ways to turn that into re
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
+from itertools import accumulate
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from tokenizers.decoders import DecodeStream
 from transformers import PreTrainedTokenizerBase
 
+from tts.errors import TTSError
 from tts.verifiers.prm import load_scorer
 from tts.verifiers.scorer import Scorer
 
@@ -55,25 +59,24 @@ def step_ends(
 ) -> tuple[list[str], list[int]]:
     """The steps of a completion's text (split at `separator`, blank pieces dropped, as
     `tts.data.shepherd.split_steps` does) and the index of the token that ends each: the first
-    token by which the decoded text has reached the step's last character."""
-    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    token by which the text has reached the step's last character. The text is decoded token by
+    token (`tokenizers`' incremental decoder, exact across multi-byte characters), so every
+    token's end offset comes from one pass."""
+    if not tokenizer.is_fast:
+        raise TTSError(
+            "process rewards place step scores on tokens through a fast (Rust) tokenizer; "
+            f"{type(tokenizer).__name__} is not one"
+        )
+    stream = DecodeStream(skip_special_tokens=True)
+    pieces = [stream.step(tokenizer.backend_tokenizer, token) or "" for token in tokens]
+    reached = list(accumulate(len(piece) for piece in pieces))
     steps, ends, offset = [], [], 0
-    for piece in text.split(separator):
+    for piece in "".join(pieces).split(separator):
         if piece.strip():
             steps.append(piece)
-            ends.append(offset + len(piece.rstrip()))
+            ends.append(bisect_left(reached, offset + len(piece.rstrip())))
         offset += len(piece) + len(separator)
-    indices, low = [], 0
-    for end in ends:
-        high = len(tokens) - 1
-        while low < high:  # the first prefix whose text is `end` characters long or more
-            middle = (low + high) // 2
-            if len(tokenizer.decode(tokens[: middle + 1], skip_special_tokens=True)) >= end:
-                high = middle
-            else:
-                low = middle + 1
-        indices.append(low)
-    return steps, indices
+    return steps, ends
 
 
 def shaped(scores: list[float], weight: float, shaping: str) -> list[float]:
