@@ -119,47 +119,56 @@ def side_step(folder: Path, config: GRPOConfig, ranks: Ranks) -> tuple[list, dic
     return advantages, weights, stats
 
 
-def side_rank_main(rank, world, store, folder, config, out):
+def side_configs(folder: Path, out: Path) -> list[GRPOConfig]:
+    """A critic's and PRIME's run on `folder`'s model, whose side models move by about 1e-2."""
+    return [
+        GRPOConfig(
+            out=out,
+            model=str(folder),
+            batch_size=2,
+            group_size=2,
+            max_tokens=16,
+            advantage=advantage,
+            lr=1e-3,
+            warmup_steps=0,
+            **{"critic" if advantage == "gae" else "prime": {"lr": 1e-2}},
+        )
+        for advantage in ("gae", "prime")
+    ]
+
+
+def side_rank_main(rank, world, store, folder, out):
     dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
     ranks = Ranks(rank, world, joined=True)
-    result = side_step(folder, config, ranks)
+    results = [side_step(folder, config, ranks) for config in side_configs(folder, out.parent)]
     if rank == 0:
-        torch.save(result, out)
+        torch.save(results, out)
     leave(ranks)
 
 
-@pytest.mark.parametrize("advantage", ["gae", "prime"])
-def test_two_ranks_train_the_critic_and_primes_prm_as_one_process(advantage, tiny_qwen, tmp_path):
+def test_two_ranks_train_the_critic_and_primes_prm_as_one_process(tiny_qwen, tmp_path):
     """Whitening and the side model's loss cover every rank's tokens: two ranks, each with half
-    the groups, give the one-process advantages, weights and statistics."""
-    config = GRPOConfig(
-        out=tmp_path,
-        model=str(tiny_qwen),
-        batch_size=2,
-        group_size=2,
-        max_tokens=16,
-        advantage=advantage,
-        lr=1e-3,
-        warmup_steps=0,
-        **{"critic" if advantage == "gae" else "prime": {"lr": 1e-2}},
-    )
-    alone, alone_weights, alone_stats = side_step(tiny_qwen, config, Ranks())
+    the groups, give the one-process advantages, weights and statistics (the critic's, then
+    PRIME's PRM's)."""
     start = AutoModelForCausalLM.from_pretrained(tiny_qwen).state_dict()
     store, out = f"file://{tmp_path / 'store'}", tmp_path / "two.pt"
-    mp.spawn(side_rank_main, args=(2, store, tiny_qwen, config, out), nprocs=2)
-    shared, shared_weights, shared_stats = torch.load(out, weights_only=False)
-    # Rank 0 holds groups 0 and 2, rank 1 groups 1 and 3: back into batch order.
-    order = [0, 1, 4, 5, 2, 3, 6, 7]
-    shared = [shared[order.index(i)] for i in range(8)]
-    for one, two in zip(alone, shared):
-        assert two == pytest.approx(one, abs=1e-5)
-    gap = max(float((alone_weights[k] - shared_weights[k]).abs().max()) for k in alone_weights)
-    moved = max(
-        float((alone_weights[k] - start[k]).abs().max()) for k in start if k in alone_weights
-    )
-    assert moved > 1e-3 and gap < 1e-5, (moved, gap)
-    for key, value in alone_stats.items():
-        assert shared_stats[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    mp.spawn(side_rank_main, args=(2, store, tiny_qwen, out), nprocs=2)
+    two_ranks = torch.load(out, weights_only=False)
+    for config, shared_result in zip(side_configs(tiny_qwen, tmp_path), two_ranks):
+        alone, alone_weights, alone_stats = side_step(tiny_qwen, config, Ranks())
+        shared, shared_weights, shared_stats = shared_result
+        # Rank 0 holds groups 0 and 2, rank 1 groups 1 and 3: back into batch order.
+        order = [0, 1, 4, 5, 2, 3, 6, 7]
+        shared = [shared[order.index(i)] for i in range(8)]
+        for one, two in zip(alone, shared):
+            assert two == pytest.approx(one, abs=1e-5)
+        gap = max(float((alone_weights[k] - shared_weights[k]).abs().max()) for k in alone_weights)
+        moved = max(
+            float((alone_weights[k] - start[k]).abs().max()) for k in start if k in alone_weights
+        )
+        assert moved > 1e-3 and gap < 1e-5, (config.advantage, moved, gap)
+        for key, value in alone_stats.items():
+            assert shared_stats[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
 def test_micro_batches_hold_at_most_the_token_budget_and_default_to_batch_size(tmp_path):

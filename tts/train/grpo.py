@@ -1,6 +1,6 @@
-"""GRPO: reinforcement learning with verifiable rewards, rolled out by the native engine in
-process or by rollout workers on Ray. This module is the loop; each part of a step has its own
-module.
+"""The RL loop (`tts train grpo`, `ppo`, `prime`): reinforcement learning with verifiable
+rewards, rolled out by the native engine in process or by rollout workers on Ray. This module is
+the loop; each part of a step has its own module.
 
 One step (Shao et al., 2024, "DeepSeekMath", Sec. 4.1; the DeepSeek-R1 recipe):
 
@@ -13,6 +13,13 @@ One step (Shao et al., 2024, "DeepSeekMath", Sec. 4.1; the DeepSeek-R1 recipe):
    per pass (`tts.train.policy_update`; the loss variants are `tts.train.policy_loss`'s table);
 4. the trainer's weights, version s + 1, are published to the engine (`NativeBackend.
    update_weights`: no reload from disk), which also forgets its prefix cache.
+
+`advantage` says where the advantages of step 3 come from: `group`, the group-relative ones of
+step 2 (GRPO and its variants); `gae`, a critic trained beside the policy, GAE over tokens of the
+outcome and optionally a PRM's process rewards (PPO, `tts train ppo`: `tts.train.critic`);
+`prime`, an implicit PRM trained online on the outcomes, its token rewards leave-one-out (PRIME,
+`tts train prime`: `tts.train.online_prm`). The critic and the PRM are computed on the trainer
+after the batch arrives, so every placement below works with each.
 
 Batches come from `tts.train.rollout_pipeline`: in the synchronous loop (`max_staleness` 0) the
 batch of step s is sampled by version s after the update that made it; with rollout workers
