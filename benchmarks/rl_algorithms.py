@@ -4,15 +4,16 @@
     python benchmarks/rl_algorithms.py long2short      # after methods: starts from its GRPO run
     python benchmarks/rl_algorithms.py star
 
-`methods`: where advantages come from, at equal rollout samples. GRPO (group-relative), PPO with
-a critic on the outcome reward, PPO with the outcome and the built-in PRM's process rewards, and
-PRIME (online implicit PRM), each the recipe under configs/recipes/ cut to `--steps` steps (the
-same problems, samples per step, learning rate and schedule for all four), trained by the CLI
-in a process of its own, once per seed. The held-out pass@1 over training is each run's own
-evaluation (`eval_every`; the recipe's eval set, `eval_samples` samples of each problem, seeded
-by the run's seed, the same at every evaluation), so step 0 is the start model's and the gain
-of a run is its last evaluation less its first. The spread of a method's gains over the seeds
-is the run-to-run spread.
+`methods`: where advantages come from, at equal rollout samples. GRPO (group-relative), PPO with a
+critic on the outcome reward, PPO with the outcome and the built-in PRM's process rewards, and
+PRIME (online implicit PRM; with the recipe's PRIME beta 0.05 at 1e-5, and with the built-in PRM's
+beta 0.5 at 1e-4, where the PRM learns faster), each the recipe under configs/recipes/ cut to
+`--steps` steps (the same problems, samples per step, learning rate and schedule for all), trained
+by the CLI in a process of its own, once per seed. The held-out pass@1 over training is each run's
+own evaluation (`eval_every`; the recipe's eval set, `eval_samples` samples of each problem, seeded
+by the run's seed, the same at every evaluation), so step 0 is the start model's and the gain of a
+run is its last evaluation less its first. The spread of a method's gains over the seeds is the
+run-to-run spread.
 
 `long2short`: Kimi k1.5's long2short on the GRPO model of `methods` (seed 0): `tts data pairs`
 on 500 training problems (8 samples each; the shortest correct answer over the longest other
@@ -53,11 +54,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 RECIPES = Path("configs/recipes")
-METHODS = {  # name -> (command, recipe, fields removed from it, result key)
-    "GRPO": ("grpo", "grpo.yaml", (), "grpo_gain"),
-    "PPO, outcome": ("ppo", "ppo.yaml", ("process_reward",), "ppo_outcome_gain"),
-    "PPO, outcome + process": ("ppo", "ppo.yaml", (), "ppo_process_gain"),
-    "PRIME": ("prime", "prime.yaml", (), "prime_gain"),
+METHODS = {  # name -> (command, recipe, fields removed, fields set, run folder, result key)
+    "GRPO": ("grpo", "grpo.yaml", (), {}, "grpo", "grpo_gain"),
+    "PPO, outcome": ("ppo", "ppo.yaml", ("process_reward",), {}, "ppo_outcome", "ppo_outcome_gain"),
+    "PPO, outcome + process": ("ppo", "ppo.yaml", (), {}, "ppo", "ppo_process_gain"),
+    "PRIME": ("prime", "prime.yaml", (), {}, "prime", "prime_gain"),
+    "PRIME, beta 0.5 at 1e-4": (
+        "prime",
+        "prime.yaml",
+        (),
+        {"prime": {"beta": 0.5, "lr": 1e-4, "process_weight": 1.0}},
+        "prime_strong",
+        "prime_strong_prm_gain",
+    ),
 }
 
 
@@ -84,12 +93,12 @@ def evaluations(out: Path) -> list[tuple[int, float]]:
 def methods(args: argparse.Namespace) -> dict:
     seeds = [int(seed) for seed in args.seeds.split(",")]
     runs: dict[str, dict] = {}
-    for name, (command, recipe_file, removed, _) in METHODS.items():
+    for name, (command, recipe_file, removed, fields, folder, _) in METHODS.items():
         for seed in seeds:
             recipe = yaml.safe_load((RECIPES / recipe_file).read_text())
-            recipe = {k: v for k, v in recipe.items() if k not in removed}
+            recipe = {k: v for k, v in recipe.items() if k not in removed} | fields
             recipe |= {"max_steps": args.steps, "eval_every": args.eval_every, "seed": seed}
-            out = args.runs / f"{command}{'_outcome' if removed else ''}_seed{seed}"
+            out = args.runs / f"{folder}_seed{seed}"
             print(f"training {name}, seed {seed} -> {out}", flush=True)
             train(command, recipe, out)
             curve = evaluations(out)
