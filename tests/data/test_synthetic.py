@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -201,3 +202,73 @@ def test_a_slip_pair_is_the_right_next_step_and_a_slipped_one_after_a_right_pref
         assert check_step(problem, prefix, right) and not check_step(problem, prefix, slipped)
         depths.add(len(prefix))
     assert depths == {0, 1, 2, 3}
+
+
+DEAD_END = re.compile(r"Dead end at ([\d, ]+); back to ([\d, ]+)\.")
+
+
+def numbers(text: str) -> list[int]:
+    return sorted(int(n) for n in text.split(", "))
+
+
+def checked_stream(problem) -> tuple[int, int]:
+    """Check one search-style trace (see the test below); its stream's lines and dead ends."""
+    start, target = list(problem.instance.numbers), problem.instance.target
+    long_text, short = trace(problem, "search"), trace(problem, "path")
+    stream = long_text.removeprefix("<think>\n").split("\n</think>\n\n")[0].split("\n\n")
+    assert long_text.endswith(short)
+    branch: list[str] = []  # the steps from the start to where the search stands
+    pools = [sorted(start)]
+    dead_ends = 0
+    for line in stream:
+        if dead := DEAD_END.fullmatch(line):
+            assert numbers(dead.group(1)) == pools[-1], line
+            assert not countdown._solvable(tuple(pools[-1]), target), line
+            branch.pop()
+            pools.pop()
+            assert numbers(dead.group(2)) == pools[-1], line
+            dead_ends += 1
+            continue
+        assert check_step(problem, branch, line), (branch, line)
+        branch.append(line)
+        pools.append(numbers(line.split(", leaving ")[1].removesuffix(".")))
+    assert target in pools[-1]
+    assert branch == short.split("\n\n")[:-1]  # the path style is the branch it ends on
+    assert countdown.check_answer(problem.problem, extract_answer(short))
+    assert math_equal(extract_answer(long_text), problem.answer)
+    return len(stream), dead_ends
+
+
+def test_a_search_stream_is_a_real_search_that_ends_in_its_path():
+    """Every step of the stream is a valid step after the branch it extends; every named dead
+    end is the pool the search stands at, has no solution, and is left for the pool above it;
+    the path style is the stream's last branch; the answer reaches the target. A stream costs
+    what its search did: without a dead end it is its path alone, and harder problems (more
+    numbers, a wider range) take longer searches on average."""
+    means = []
+    for difficulty in (1, 2, 3):
+        lengths, backtracked = [], 0
+        for index in range(60):
+            problem = make_problem("countdown", difficulty, index)
+            length, dead_ends = checked_stream(problem)
+            _, path = countdown.search(problem.instance)
+            if dead_ends == 0:
+                assert length == len(path)
+            lengths.append(length)
+            backtracked += dead_ends > 0
+        assert 0.2 < backtracked / 60 < 0.9, (difficulty, backtracked)
+        means.append(sum(lengths) / len(lengths))
+    assert means[0] < means[1] < means[2], means
+
+
+def test_the_search_styles_are_countdowns_and_data_synth_writes_them(tmp_path, capsys):
+    with pytest.raises(TTSError, match="needs a task with a search"):
+        trace(make_problem("arith", 2, 0), "search")
+    out = tmp_path / "search.jsonl"
+    main(
+        ["data", "synth", "--task", "countdown", "--difficulty", "2", "--n", "4"]
+        + ["--style", "search", "--out", str(out)]
+    )
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 4 and all(r["meta"]["style"] == "search" for r in records)
+    assert all(r["messages"][-1]["content"].startswith("<think>\n") for r in records)

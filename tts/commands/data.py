@@ -7,12 +7,11 @@ import argparse
 import importlib
 from functools import partial
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tts.commands.config_flags import add_config_flags, make_config, search_flags
-from tts.data.synthetic import write_sft
+from tts.data.synthetic import Style, write_sft
 
 # The jobs: name -> (module, whose JOB.config is the job's options; what it makes).
 JOBS = {
@@ -49,7 +48,9 @@ class SynthConfig(BaseModel):
     task: str = Field("arith", description="synthetic task: arith or countdown")
     difficulty: int = Field(2, description="1 (easiest) to 5")
     n: int = Field(1000, description="problems")
-    style: Literal["short", "long"] = Field("short", description="trace style")
+    style: Style = Field(
+        "short", description="trace style: short, long, search or path (search: countdown)"
+    )
     error_rate: float = Field(0.3, description="long style: errors per step")
     seed: int = Field(0, description="problem seed")
     out: Path = Field(description="SFT JSON Lines file")

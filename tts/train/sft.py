@@ -27,7 +27,7 @@ from transformers import (
 
 from tts.data.datasets import load_dataset
 from tts.data.jsonl import iter_jsonl
-from tts.data.synthetic import write_sft
+from tts.data.synthetic import Style, write_sft
 from tts.engine import SamplingParams, load
 from tts.errors import TTSError
 from tts.models.tiny import CONFIG_CLASSES, build_tokenizer
@@ -61,7 +61,9 @@ class SynthData(BaseModel):
     task: str = Field("arith", description="synthetic task")
     difficulty: int = Field(2, description="difficulty level")
     n: int = Field(1000, ge=1, description="problems")
-    style: Literal["short", "long"] = Field("short", description="trace style")
+    style: Style = Field(
+        "short", description="trace style: short, long, search or path (search: countdown)"
+    )
     error_rate: float = Field(0.3, ge=0, le=1, description="long style: slips per step")
     seed: int = Field(0, description="problem seed")
 

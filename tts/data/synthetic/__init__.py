@@ -28,7 +28,7 @@ from tts.data.synthetic.traces import long_trace, short_trace
 from tts.errors import TTSError
 from tts.prompts import problem_messages
 
-Style = Literal["short", "long"]
+Style = Literal["short", "long", "search", "path"]
 EVAL_SIZE = 200  # problems per eval set unless the spec says otherwise
 EVAL_SHARE = 1 / 8  # of each task's problem space, kept for eval sets
 
@@ -83,9 +83,19 @@ def make_problem(
 
 def trace(problem: SynthProblem, style: Style, error_rate: float = 0.3, seed: int = 0) -> str:
     """A worked solution of `problem` in `style`; in the long style each step is preceded by a
-    mistake and its repair with probability `error_rate`."""
+    mistake and its repair with probability `error_rate`. The search style is the stream of a
+    real search and the path style the path it found (tasks with a `search`: countdown)."""
     _check_rate(error_rate)
     module = TASKS[problem.task]
+    if style in ("search", "path"):
+        if not hasattr(module, "search"):
+            raise TTSError(
+                f"the {style} style needs a task with a search (countdown), not {problem.task}"
+            )
+        stream, path = module.search(problem.instance)
+        steps = module.path_steps(problem.instance, path)
+        short = short_trace(steps, module.expression(problem.instance.numbers, path))
+        return short if style == "path" else long_trace(stream, short)
     short = short_trace(module.solution_steps(problem.instance), module.boxed(problem.instance))
     if style == "short":
         return short

@@ -14,6 +14,10 @@ operations, and take the final result as the target (resampled if it is out of r
 the numbers, appears before the last step, or an intermediate value exceeds 9999). Every problem
 thus has the generated solution; shorter ones may exist.
 
+`search` writes the stream of a depth-first search for a solution (the `search` trace style,
+after Stream of Search), `path_steps` the path it found (the `path` style); docs/data.md has
+how long the streams run at each difficulty.
+
 Difficulty (numbers, range of the small ones, how many of 25/50/75/100, target range), and the
 share that needs backtracking: the first greedy attempt (always take the step whose result is
 closest to the target) misses the target. Measured on 1000 training problems of seed 0.
@@ -141,17 +145,19 @@ def step_text(step: Step, left: list[int]) -> str:
 
 def solution_steps(problem: Countdown) -> list[str]:
     """The short chain of thought: the generated solution, one step per line."""
-    pool, texts = list(problem.numbers), []
-    for step in problem.steps:
-        pool = after(pool, step)
-        texts.append(step_text(step, pool))
-    return texts
+    return path_steps(problem, list(problem.steps))
 
 
 def boxed(problem: Countdown) -> str:
     """The solution as one expression with only the parentheses precedence needs."""
-    items = [(n, str(n), 3) for n in problem.numbers]  # (value, text, precedence)
-    for a, op, b, c in problem.steps:
+    return expression(problem.numbers, problem.steps)
+
+
+def expression(numbers: tuple[int, ...], steps: tuple[Step, ...] | list[Step]) -> str:
+    """The expression the last of `steps` computes from `numbers`, with only the parentheses
+    precedence needs."""
+    items = [(n, str(n), 3) for n in numbers]  # (value, text, precedence)
+    for a, op, b, c in steps:
         left = next(item for item in items if item[0] == a)
         items.remove(left)
         right = next(item for item in items if item[0] == b)
@@ -161,7 +167,59 @@ def boxed(problem: Countdown) -> str:
         left_text = left[1] if left[2] >= level else f"({left[1]})"
         keep = right[2] > level or (right[2] == level and op in "+*")
         items.append((c, f"{left_text} {op} {right[1] if keep else f'({right[1]})'}", level))
-    return items[0][1]
+    return items[-1][1]
+
+
+def dead_end_text(pool: list[int], back: list[int]) -> str:
+    return f"Dead end at {', '.join(map(str, pool))}; back to {', '.join(map(str, back))}."
+
+
+def closeness(pool: list[int], target: int) -> int:
+    """The search's heuristic: how far the pool's nearest number is from the target."""
+    return min(abs(n - target) for n in pool)
+
+
+def search(problem: Countdown) -> tuple[list[str], list[Step]]:
+    """A stream of search (Gandhi et al., 2024, "Stream of Search"): the text of a depth-first
+    search that tries the steps from each pool nearest-to-the-target first (the greedy attempt
+    is its first path), writes every step it takes, names every dead end (a pool it has
+    exhausted without reaching the target) with the pool it backtracks to, and stops at the
+    target; and the path it found. A pool explored once is not entered again (a closed set: it
+    was a dead end, or the search would have stopped). Its length is the search's real cost:
+    the problems greedy solves take one path, the others as many steps as finding one takes."""
+    target, lines = problem.target, []
+    explored: set[tuple[int, ...]] = set()
+
+    def explore(pool: list[int]) -> list[Step] | None:
+        explored.add(tuple(sorted(pool)))
+        if target in pool:
+            return []
+        children = [(move, after(pool, move)) for move in moves(pool)]
+        children.sort(key=lambda child: closeness(child[1], target))
+        for move, left in children:
+            if tuple(sorted(left)) in explored:
+                continue
+            lines.append(step_text(move, left))
+            found = explore(left)
+            if found is not None:
+                return [move, *found]
+            lines.append(dead_end_text(left, pool))
+        return None
+
+    path = explore(list(problem.numbers))
+    if path is None:  # generated problems are solvable by construction
+        raise ValueError(f"no solution for {problem_text(problem)}")
+    return lines, path
+
+
+def path_steps(problem: Countdown, path: list[Step]) -> list[str]:
+    """The steps of `path` from the problem's numbers, as the short chain of thought writes
+    them."""
+    pool, texts = list(problem.numbers), []
+    for step in path:
+        pool = after(pool, step)
+        texts.append(step_text(step, pool))
+    return texts
 
 
 def thoughts(rng: random.Random, problem: Countdown, error_rate: float) -> list[str]:
