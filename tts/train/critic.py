@@ -77,7 +77,6 @@ class Critic:
     ) -> None:
         settings = config.critic
         model = load_value_model(settings.model or config.model, config.seed)
-        model.config.pad_token_id = tokenizer.pad_token_id
         self.side = SideModel(model, settings.lr, config, ranks, device, state)
         self.settings = settings
         self.ranks = ranks
