@@ -19,6 +19,7 @@ from tts.data.synthetic import (
     eval_set,
     make_problem,
     trace,
+    write_sft,
 )
 from tts.errors import TTSError
 from tts.prompts import DEFAULT_INSTRUCTION
@@ -272,3 +273,26 @@ def test_the_search_styles_are_countdowns_and_data_synth_writes_them(tmp_path, c
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 4 and all(r["meta"]["style"] == "search" for r in records)
     assert all(r["messages"][-1]["content"].startswith("<think>\n") for r in records)
+
+
+def test_a_search_cost_cap_leaves_the_same_problems_out_of_every_style(tmp_path):
+    written = {}
+    for style in ("search", "path", "short"):
+        out = tmp_path / f"{style}.jsonl"
+        main(
+            ["data", "synth", "--task", "countdown", "--difficulty", "2", "--n", "40"]
+            + ["--style", style, "--max-search-lines", "20", "--out", str(out)]
+        )
+        written[style] = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [r["meta"]["id"] for r in written["search"]]
+    assert 0 < len(ids) < 40
+    assert (
+        ids
+        == [r["meta"]["id"] for r in written["path"]]
+        == [r["meta"]["id"] for r in written["short"]]
+    )
+    for record in written["search"]:
+        stream = record["messages"][-1]["content"].split("\n</think>")[0].split("\n\n")
+        assert len(stream) <= 20
+    with pytest.raises(TTSError, match="max_search_lines needs a task with a search"):
+        write_sft(tmp_path / "a.jsonl", "arith", 2, 4, "short", max_search_lines=20)

@@ -53,6 +53,9 @@ class SynthConfig(BaseModel):
     )
     error_rate: float = Field(0.3, description="long style: errors per step")
     seed: int = Field(0, description="problem seed")
+    max_search_lines: int | None = Field(
+        None, ge=1, description="leave out problems whose search stream is longer (countdown)"
+    )
     out: Path = Field(description="SFT JSON Lines file")
 
 
@@ -91,6 +94,7 @@ def run_synth(args: argparse.Namespace) -> None:
         config.style,
         config.seed,
         config.error_rate,
+        config.max_search_lines,
     )
     print(f"{written} new problems in {config.out}")
 

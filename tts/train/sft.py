@@ -66,6 +66,9 @@ class SynthData(BaseModel):
     )
     error_rate: float = Field(0.3, ge=0, le=1, description="long style: slips per step")
     seed: int = Field(0, description="problem seed")
+    max_search_lines: int | None = Field(
+        None, ge=1, description="leave out problems whose search stream is longer (countdown)"
+    )
 
 
 class SFTConfig(SupervisedConfig):

@@ -118,13 +118,18 @@ def write_sft(
     style: Style,
     seed: int = 0,
     error_rate: float = 0.3,
+    max_search_lines: int | None = None,
 ) -> int:
     """Append problems 0..n-1 of (task, difficulty, seed) with their traces to `path` in the SFT
-    format, skipping those already there (so a stopped run resumes); return how many were new."""
+    format, skipping those already there (so a stopped run resumes); return how many were new.
+    With `max_search_lines` (tasks with a search), the problems whose search stream is longer
+    are left out, in every style, so that sets of different styles hold the same problems."""
     if n < 1:
         raise TTSError(f"n must be >= 1, got {n}")
     _check_rate(error_rate)
-    _task(task, difficulty)
+    module = _task(task, difficulty)
+    if max_search_lines is not None and not hasattr(module, "search"):
+        raise TTSError(f"max_search_lines needs a task with a search (countdown), not {task}")
     done = {record["meta"]["id"] for record in read_records(path)}
     written = 0
     with RecordWriter(path) as writer:
@@ -132,6 +137,10 @@ def write_sft(
             problem = make_problem(task, difficulty, index, seed)
             if problem.id in done:
                 continue
+            if max_search_lines is not None:
+                stream, _ = module.search(problem.instance)
+                if len(stream) > max_search_lines:
+                    continue
             answer = {"role": "assistant", "content": trace(problem, style, error_rate, seed)}
             meta = {"task": task, "difficulty": difficulty, "style": style, "seed": seed}
             meta |= {"id": problem.id, "answer": problem.answer}
