@@ -27,6 +27,8 @@ LOADERS = {  # recipe -> what `tts train LOOP` reads it with
     "long_cot/grpo_short.yaml": grpo.load_config,
     "long_cot/grpo_long.yaml": grpo.load_config,
     "long_cot/grpo_long_cosine.yaml": grpo.load_config,
+    "long_cot_countdown/sft_long.yaml": sft.load_config,
+    "long_cot_countdown/sft_short.yaml": sft.load_config,
 }
 
 

@@ -284,7 +284,8 @@ def greedy_solves(problem: Countdown) -> bool:
     return False
 
 
-def _parse_problem(problem: str) -> tuple[list[int], int] | None:
+def parse_problem(problem: str) -> tuple[list[int], int] | None:
+    """The numbers and the target of a problem's text; None if it is not a countdown problem."""
     match = _PROBLEM.fullmatch(problem.strip())
     if not match:
         return None
@@ -308,7 +309,7 @@ def check_step(problem: str, previous_steps: list[str], step: str) -> bool:
     """Is `step` a valid next step after `previous_steps` for `problem` (its text)? Valid: it
     combines two available numbers correctly into a positive integer, lists what is left, and
     the target was not reached already."""
-    parsed = _parse_problem(problem)
+    parsed = parse_problem(problem)
     if parsed is None:
         return False
     pool, target = parsed
@@ -322,7 +323,7 @@ def check_step(problem: str, previous_steps: list[str], step: str) -> bool:
 def check_answer(problem: str, answer: str) -> bool:
     """Is `answer` an expression that reaches the target using only the given numbers, each at
     most once, with every intermediate result a positive integer?"""
-    parsed = _parse_problem(problem)
+    parsed = parse_problem(problem)
     try:
         tree = ast.parse(answer.replace("\\times", "*").replace("\\div", "/"), mode="eval")
     except SyntaxError:
