@@ -70,6 +70,15 @@ METHODS = {  # name -> (command, recipe, fields removed, fields set, run folder,
 }
 
 
+def cli(*arguments: str, log: Path) -> None:
+    """`tts ARGUMENTS` in a process of its own, its output appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as output:
+        env = {**os.environ, "TQDM_DISABLE": "1"}
+        command = [sys.executable, "-m", "tts.cli", *arguments]
+        subprocess.run(command, env=env, stdout=output, stderr=subprocess.STDOUT, check=True)
+
+
 def train(command: str, recipe: dict, out: Path) -> None:
     """Train (or resume) `recipe` into `out` with `tts train COMMAND`, unless it finished."""
     out.mkdir(parents=True, exist_ok=True)
@@ -77,10 +86,7 @@ def train(command: str, recipe: dict, out: Path) -> None:
     path.write_text(yaml.safe_dump(recipe | {"out": str(out)}))
     if (out / "final" / "model.safetensors").exists():
         return
-    cli = [sys.executable, "-m", "tts.cli", "train", command, "--recipe", str(path)]
-    with (out / "output.txt").open("ab") as output:
-        env = {**os.environ, "TQDM_DISABLE": "1"}
-        subprocess.run(cli, env=env, stdout=output, stderr=subprocess.STDOUT, check=True)
+    cli("train", command, "--recipe", str(path), log=out / "output.txt")
 
 
 def evaluations(out: Path) -> list[tuple[int, float]]:
@@ -142,15 +148,6 @@ def draw(runs: dict[str, dict], path: Path) -> None:
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
-
-
-def cli(*arguments: str, log: Path) -> None:
-    """`tts ARGUMENTS` in a process of its own, its output appended to `log`."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as output:
-        env = {**os.environ, "TQDM_DISABLE": "1"}
-        command = [sys.executable, "-m", "tts.cli", *arguments]
-        subprocess.run(command, env=env, stdout=output, stderr=subprocess.STDOUT, check=True)
 
 
 def answers(model: Path) -> tuple[float, float]:

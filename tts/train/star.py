@@ -145,9 +145,10 @@ def train_star(config: STaRConfig) -> dict[str, Any]:
     for iteration in range(1, config.iterations + 1):
         data = config.rationales_config(iteration, str(model))
         summary = run_job(JOB, data)
-        final = config.sft_config(iteration).out / "final"
+        sft = config.sft_config(iteration)
+        final = sft.out / "final"
         if not (final / "model.safetensors").exists():
-            train_sft(config.sft_config(iteration))
+            train_sft(sft)
         if iteration not in logged:
             records = read_records(data.out)
             entry = {
