@@ -35,8 +35,10 @@ def error_event(error: Exception) -> str:
 
 
 async def keepalive(task: asyncio.Future, seconds: float, comment: str) -> AsyncIterator[str]:
-    """Comment lines every `seconds` until `task` is done. Writing them is also how a
+    """A comment line at once (the client and any proxy see the stream open however soon the
+    task ends), then one every `seconds` until `task` is done. Writing them is also how a
     disconnect shows up while nothing else is sent."""
+    yield f": {comment}\n\n"
     while not task.done():
         await asyncio.wait({task}, timeout=seconds)
         if not task.done():
