@@ -3,6 +3,8 @@ Long Chain-of-Thought Reasoning in LLMs", tested on countdown search streams (Ga
 2024, "Stream of Search"), at the scale of a 2-core CPU.
 
     python benchmarks/long_cot_countdown.py sft [--budgets 1000000,3000000,10000000]
+    python benchmarks/long_cot_countdown.py grpo
+    python benchmarks/long_cot_countdown.py length
 
 `sft` (experiment 1, SFT scaling): from scratch, the built-in model's architecture, on countdown
 difficulty 2 (configs/recipes/long_cot_countdown/sft_long.yaml and sft_short.yaml): long traces
@@ -16,11 +18,19 @@ them and on those that need backtracking (the greedy first attempt, always the s
 the target, misses: `tts.data.synthetic.countdown.greedy_solves`), graded by countdown's own
 checker.
 
+`grpo` (experiment 2): GRPO with the accuracy reward (grpo.yaml) from the long and the short
+SFT model with the best pass@1, the same steps and problems; each final model scored as above.
+
+`length` (experiment 3): GRPO from the best long model with a token budget set so that 90% of
+its own samples on the RL problems fit, plain accuracy reward (grpo.yaml) against the cosine
+length reward with the n-gram repetition penalty (grpo_cosine.yaml); per step the mean length,
+the share cut by the budget and the pass@1 of the step's samples.
+
 A finished run is not redone and a stopped one resumes from its checkpoint (the score of a
-finished run is kept in its folder), so the script can be killed and started again. Writes
-benchmarks/results/long_cot_countdown/summary.json (the keys of this stage; the file's other
-keys are kept) and sft_scaling.png. Experiments 2 (GRPO from the best long and short models)
-and 3 (length under RL with the plain and the cosine reward) are stages still to come.
+finished run is kept in its folder), so the script can be killed and started again; `grpo` and
+`length` need `sft`'s models. Each stage adds its keys to
+benchmarks/results/long_cot_countdown/summary.json (the others are kept) and draws its figure
+beside it: sft_scaling.png, length_under_rl.png.
 """
 
 from __future__ import annotations
@@ -34,11 +44,14 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
+from tts.data.grading import grade_answer
+from tts.data.jsonl import read_records
 from tts.data.problem import Problem
-from tts.data.synthetic import eval_set
-from tts.data.synthetic.countdown import Countdown, check_answer, greedy_solves, parse_problem
-from tts.engine import SamplingParams, load
+from tts.data.synthetic import eval_set, train_problems
+from tts.data.synthetic.countdown import Countdown, greedy_solves, parse_problem
+from tts.engine import Completion, SamplingParams, load
 from tts.prompts import build_prompt
 from tts.verifiers import extract_answer
 
@@ -48,21 +61,27 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 RECIPES = Path("configs/recipes/long_cot_countdown")
 STYLES = ("long", "short")
 EVAL_TOKENS = 1024
+FIT_SHARE = 0.9  # experiment 3's context budget: this share of the SFT model's streams fit
+FIT_PROBLEMS = 200  # training problems sampled to measure it
 
 
-def train(style: str, budget: int, seed: int, runs: Path) -> Path:
-    """Train (or resume, or reuse) the `style` recipe at `budget` tokens; its final folder."""
-    out = runs / f"sft_{style}_{budget}_seed{seed}"
+def run(loop: str, recipe: str, out: Path, *flags: str) -> Path:
+    """Run (or resume, or reuse) `tts train LOOP --recipe RECIPE --out OUT FLAGS`; OUT/final."""
     final = out / "final"
     if not (final / "model.safetensors").exists():
         out.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "tts.cli", "train", "sft", "--recipe"]
-        command += [str(RECIPES / f"sft_{style}.yaml"), "--out", str(out)]
-        command += ["--token-budget", str(budget), "--seed", str(seed)]
+        command = [sys.executable, "-m", "tts.cli", "train", loop, "--recipe"]
+        command += [str(RECIPES / recipe), "--out", str(out), *flags]
         with (out / "output.txt").open("ab") as output:
             env = {**os.environ, "TQDM_DISABLE": "1"}
             subprocess.run(command, env=env, stdout=output, stderr=subprocess.STDOUT, check=True)
     return final
+
+
+def train(style: str, budget: int, seed: int, runs: Path) -> Path:
+    """The `style` SFT recipe at `budget` tokens and `seed`; its final folder."""
+    flags = ("--token-budget", str(budget), "--seed", str(seed))
+    return run("sft", f"sft_{style}.yaml", runs / f"sft_{style}_{budget}_seed{seed}", *flags)
 
 
 def needs_backtracking(problem_text: str) -> bool:
@@ -70,28 +89,35 @@ def needs_backtracking(problem_text: str) -> bool:
     return not greedy_solves(Countdown(tuple(numbers), target, ()))
 
 
+def sample_all(
+    final: Path, problems: list[Problem], params: list[SamplingParams]
+) -> list[Completion]:
+    """One completion of each problem (sampled with its own params) by the model in `final`,
+    all in flight at once, so the engine batches them."""
+    backend = load(final, "native", device="cpu")
+
+    async def one(problem: Problem, sampling: SamplingParams) -> Completion:
+        prompt = build_prompt(backend.tokenizer, problem.problem)
+        [completion] = await backend.generate(prompt, sampling)
+        return completion
+
+    async def every() -> list[Completion]:
+        return await asyncio.gather(*(one(p, sampling) for p, sampling in zip(problems, params)))
+
+    return asyncio.run(every())
+
+
 def score(final: Path) -> dict[str, float]:
     """Greedy pass@1 of the model in `final` on synth:countdown:2, all and the backtracking
-    share, graded by countdown's own checker (the expression reaches the target with the given
-    numbers only; `is_correct` would take any expression equal to the target); kept beside the
-    model so a rerun does not score it again."""
+    share, graded by countdown's own checker (`grade_answer`: the expression reaches the target
+    with the given numbers only); kept beside the model so a rerun does not score it again."""
     path = final.parent / "countdown_eval.json"
     if path.exists():
         return json.loads(path.read_text())
     problems = eval_set("countdown", 2)
-    backend = load(final, "native", device="cpu")
     greedy = SamplingParams(temperature=0, max_tokens=EVAL_TOKENS)
-
-    async def one(problem: Problem) -> bool:
-        prompt = build_prompt(backend.tokenizer, problem.problem)
-        [completion] = await backend.generate(prompt, greedy)
-        answer = extract_answer(completion.text)
-        return answer is not None and check_answer(problem.problem, answer)
-
-    async def every() -> list[bool]:
-        return await asyncio.gather(*(one(problem) for problem in problems))
-
-    right = asyncio.run(every())
+    completions = sample_all(final, problems, [greedy] * len(problems))
+    right = [grade_answer(p, extract_answer(c.text)) for p, c in zip(problems, completions)]
     hard = [ok for ok, p in zip(right, problems) if needs_backtracking(p.problem)]
     result = {
         "pass1": sum(right) / len(right),
@@ -131,6 +157,126 @@ def sft(args: argparse.Namespace) -> dict:
     return record
 
 
+def sft_scores(style: str, args: argparse.Namespace) -> dict[int, tuple[Path, dict]]:
+    """Each budget's seed-0 SFT model of `style` and its score; stage sft must have run."""
+    models = {}
+    for budget in [int(b) for b in args.budgets.split(",")]:
+        final = args.runs / f"sft_{style}_{budget}_seed0" / "final"
+        if not (final.parent / "countdown_eval.json").exists():
+            raise SystemExit(f"{final} is not trained and scored yet: run stage sft first")
+        models[budget] = (final, score(final))
+    return models
+
+
+def best_sft(style: str, args: argparse.Namespace) -> tuple[int, Path]:
+    """The budget and model of `style` with the best held-out pass@1 (the smaller on a tie)."""
+    models = sft_scores(style, args)
+    budget = max(models, key=lambda b: (models[b][1]["pass1"], -b))
+    return budget, models[budget][0]
+
+
+def grpo(args: argparse.Namespace) -> dict:
+    """Experiment 2: GRPO (grpo.yaml, accuracy reward) from the best long and the best short SFT
+    model, the same steps, problems and token budget; the gain in greedy held-out pass@1."""
+    record: dict = {"grpo_runs": {}}
+    print(f"{'start':>6} {'SFT tokens':>11} {'before':>7} {'after':>7} {'gain':>7} {'bt gain':>8}")
+    for style in STYLES:
+        budget, start = best_sft(style, args)
+        print(f"GRPO from the {style} SFT model ({budget:,} tokens)", flush=True)
+        final = run("grpo", "grpo.yaml", args.runs / f"grpo_from_{style}", "--model", str(start))
+        before, after = score(start), score(final)
+        record[f"grpo_gain_from_{style}"] = after["pass1"] - before["pass1"]
+        gain_bt = after["pass1_backtrack"] - before["pass1_backtrack"]
+        record[f"grpo_gain_from_{style}_backtrack"] = gain_bt
+        record["grpo_runs"][style] = {"sft_tokens": budget, "before": before, "after": after}
+        row = [before["pass1"], after["pass1"], record[f"grpo_gain_from_{style}"], gain_bt]
+        print(f"{style:>6} {budget:>11,} " + " ".join(f"{v:>7.3f}" for v in row))
+    return record
+
+
+def context_budget(start: Path, runs: Path) -> dict:
+    """Experiment 3's token budget: the `FIT_SHARE` quantile of the SFT model's completion
+    lengths on the first `FIT_PROBLEMS` RL problems (temperature 1, as RL samples, the whole
+    context to write in); kept in runs/ so a rerun uses the same budget."""
+    path = runs / "length_budget.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    problems = train_problems("countdown", 2, FIT_PROBLEMS)
+    params = [
+        SamplingParams(temperature=1.0, max_tokens=EVAL_TOKENS, seed=i)
+        for i in range(len(problems))
+    ]
+    completions = sample_all(start, problems, params)
+    lengths = [len(c.token_ids) for c in completions]
+    budget = int(np.ceil(np.quantile(lengths, FIT_SHARE) / 8) * 8)
+    fit = {
+        "max_tokens": budget,
+        "fit_share": float(np.mean([n <= budget for n in lengths])),
+        "length_median": float(np.median(lengths)),
+        "length_max": max(lengths),
+        "cut_by_context": float(np.mean([c.finish_reason == "length" for c in completions])),
+    }
+    path.write_text(json.dumps(fit, indent=2) + "\n")
+    return fit
+
+
+REWARDS = {"plain": "grpo.yaml", "cosine": "grpo_cosine.yaml"}
+
+
+def length(args: argparse.Namespace) -> dict:
+    """Experiment 3: GRPO from the best long SFT model with a token budget its streams overrun
+    (about 10% of them), plain accuracy reward against the cosine length reward with the
+    repetition penalty; per step the mean length, the share cut by the budget and the pass@1 of
+    the step's own samples (fresh training problems at temperature 1)."""
+    budget, start = best_sft("long", args)
+    fit = context_budget(start, args.runs)
+    record: dict = {"length_start_sft_tokens": budget, "length_context": fit}
+    print(f"budget {fit['max_tokens']} tokens: {fit['fit_share']:.0%} of the SFT model's fit")
+    for reward, recipe in REWARDS.items():
+        print(f"GRPO, {reward} reward", flush=True)
+        out = args.runs / f"length_{reward}"
+        final = run(
+            "grpo", recipe, out, "--model", str(start), "--max-tokens", str(fit["max_tokens"])
+        )
+        steps = [r for r in read_records(out / "log.jsonl") if "length_mean" in r]
+        record[f"{reward}_length_curve"] = [r["length_mean"] for r in steps]
+        record[f"{reward}_truncated_curve"] = [r["truncated"] for r in steps]
+        record[f"{reward}_pass1_curve"] = [r["accuracy"] for r in steps]
+        record[f"{reward}_final"] = score(final)
+    draw_length(record, args.results / "length_under_rl.png")
+    print(f"{'reward':>7} {'length':>15} {'truncated':>15} {'pass@1':>15} {'held-out':>9}")
+    for reward in REWARDS:
+        cells = []
+        for curve in ("length", "truncated", "pass1"):
+            values = record[f"{reward}_{curve}_curve"]
+            cells.append(f"{values[0]:>6.2f} -> {values[-1]:>6.2f}")
+        held_out = record[f"{reward}_final"]["pass1"]
+        print(f"{reward:>7} " + " ".join(f"{c:>15}" for c in cells) + f" {held_out:>9.3f}")
+    return record
+
+
+def draw_length(record: dict, path: Path) -> None:
+    panels = [
+        ("length", "mean completion length (tokens)"),
+        ("truncated", "share cut by the token budget"),
+        ("pass1", "pass@1 of the step's samples"),
+    ]
+    figure, grid = plt.subplots(1, 3, figsize=(15, 4.2))
+    for axes, (curve, title) in zip(grid, panels):
+        for reward in REWARDS:
+            values = record[f"{reward}_{curve}_curve"]
+            axes.plot(range(1, len(values) + 1), values, marker=".", label=f"{reward} reward")
+        if curve == "length":
+            axes.axhline(record["length_context"]["max_tokens"], color="grey", linestyle=":")
+        axes.set_title(title)
+        axes.set_xlabel("GRPO step")
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.suptitle("Countdown: GRPO from the long-CoT SFT model, budget at its 90th percentile")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def draw(record: dict, path: Path) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     budgets = record["sft_compute_tokens"]
@@ -153,7 +299,7 @@ def draw(record: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-STAGES = {"sft": sft}
+STAGES = {"sft": sft, "grpo": grpo, "length": length}
 
 
 def main() -> None:

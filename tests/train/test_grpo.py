@@ -33,6 +33,7 @@ def test_grpo_trains_logs_and_resumes_after_a_kill_to_the_same_weights(tmp_path,
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     for key in ("accuracy", "length_mean", "length_max", "clip_fraction", "entropy", "loss"):
         assert all(key in r for r in steps), key
+    assert all((r["truncated"] > 0) == (r["length_max"] == 96) for r in steps)  # the budget
     assert all(r["rollout_tokens_per_s"] > 0 and r["train_tokens_per_s"] > 0 for r in steps)
     evals = [r["step"] for r in training_log(tmp_path / "a") if "eval_pass@1" in r]
     assert evals == [0, 2, 4]
@@ -114,10 +115,11 @@ def test_dynamic_sampling_drops_groups_whose_rewards_are_all_equal(tmp_path):
 def test_rewards_add_up_by_weight():
     texts = ["The answer is \\boxed{7}.", "The answer is \\boxed{8}."]
     ids = [[1] * 10, [2, 3] * 30]
-    plain, parts = group_rewards(texts, ids, "7", 100, RewardConfig())
+    problem = Problem("p", "What is 3 + 4?", "7")
+    plain, parts = group_rewards(texts, ids, problem, 100, RewardConfig())
     assert plain == [1.0, 0.0] and parts == {"accuracy": [1.0, 0.0]}
     shaped = RewardConfig(correctness="cosine", repetition_weight=1.0, repetition_ngram=4)
-    totals, parts = group_rewards(texts, ids, "7", 100, shaped)
+    totals, parts = group_rewards(texts, ids, problem, 100, shaped)
     assert parts["accuracy"] == [1.0, 0.0]
     assert parts["repetition"][0] == 0.0 and parts["repetition"][1] < -0.9  # wrong, one loop
     cosine, repetition = parts["cosine"], parts["repetition"]

@@ -115,6 +115,17 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_at(60, config) == pytest.approx(0.55) and lr_at(110, config) == pytest.approx(0.1)
 
 
+def test_a_steps_micro_batches_are_cut_in_order_of_length_from_the_same_examples():
+    examples = [[0] * n for n in (9, 1, 7, 3, 5, 2, 8, 4, 6, 10, 11, 12)]
+    config = SFTConfig(data="x", out="y", model="z", batch_size=2, grad_accum=3, seed=3)
+    for step in range(4):
+        plain = loop.batches(examples, config, step)
+        cut = loop.batches(examples, config, step, length=len)
+        assert sorted(map(len, sum(cut, []))) == sorted(map(len, sum(plain, [])))
+        widths = [len(e) for micro in cut for e in micro]
+        assert widths == sorted(widths) and len(cut) == 3 and all(len(m) == 2 for m in cut)
+
+
 def test_killed_training_resumes_to_the_same_weights(tmp_path, data):
     train_sft(load_config(recipe(tmp_path / "a", data)))
     killed_recipe = recipe(tmp_path / "b", data)

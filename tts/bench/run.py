@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tts.bench.report import plot, summarize
 from tts.data.datasets import load_dataset
+from tts.data.grading import grade_answer
 from tts.data.jsonl import read_records
 from tts.data.ledger import RowLedger
 from tts.data.problem import Problem
@@ -33,7 +34,7 @@ from tts.errors import TTSError
 from tts.search import SearchResult, default_prm, make_strategy, strategy_label
 from tts.search.select import vote
 from tts.seeds import derive_seed
-from tts.verifiers import Scorer, is_correct
+from tts.verifiers import Scorer
 
 
 class BenchConfig(BaseModel):
@@ -93,7 +94,7 @@ def make_record(
     config: BenchConfig, problem: Problem, n: int, result: SearchResult
 ) -> dict[str, Any]:
     """One results row: the answer, its correctness, every candidate (graded) and usage."""
-    graded = [is_correct(c.answer, problem.answer) for c in result.candidates]
+    graded = [grade_answer(problem, c.answer) for c in result.candidates]
     clusters = vote([c.answer for c in result.candidates])
     majority = result.candidates[clusters[0][0]].answer if clusters else None
     options = config.strategy_options(n, problem.id)
@@ -105,9 +106,9 @@ def make_record(
         "params": options | ({"prm": config.prm} if config.prm else {}),
         "answer": result.answer,
         "gold": problem.answer,
-        "correct": is_correct(result.answer, problem.answer),
+        "correct": grade_answer(problem, result.answer),
         "pass": any(graded),
-        "majority_correct": is_correct(majority, problem.answer),
+        "majority_correct": grade_answer(problem, majority),
         "candidates": [
             {
                 "text": c.text,

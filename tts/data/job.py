@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tts.data.datasets import load_dataset
+from tts.data.grading import grade_answer
 from tts.data.ledger import ProgressLedger
 from tts.data.problem import Problem
 from tts.data.ray_workers import RayPlacement
@@ -36,7 +37,6 @@ from tts.errors import TTSError
 from tts.prompts import DEFAULT_INSTRUCTION
 from tts.search import Candidate, default_prm, make_strategy, strategy_label
 from tts.seeds import derive_seed
-from tts.verifiers import is_correct
 
 
 class JobConfig(BaseModel):
@@ -154,13 +154,13 @@ async def sample(
     and whether each one's final answer is right."""
     strategy = make_strategy(config.strategy, **config.strategy_options(problem.id))
     result = await strategy.solve(problem.problem, context.backend, context.scorer)
-    return result.candidates, await grade([c.answer for c in result.candidates], problem.answer)
+    return result.candidates, await grade([c.answer for c in result.candidates], problem)
 
 
-async def grade(answers: list[str | None], gold: str) -> list[bool]:
-    """Is each final answer equal to the gold one (`math_equal`; None is wrong)? Graded in a
+async def grade(answers: list[str | None], problem: Problem) -> list[bool]:
+    """Is each final answer right for `problem` (`grade_answer`; None is wrong)? Graded in a
     thread: sympy can take a while, and the backend should keep getting work meanwhile."""
-    return await asyncio.to_thread(lambda: [is_correct(answer, gold) for answer in answers])
+    return await asyncio.to_thread(lambda: [grade_answer(problem, a) for a in answers])
 
 
 def progress_path(out: Path) -> Path:

@@ -104,7 +104,7 @@ async def reaches_gold(
     )
     usage.add(completions)
     answers = [extract_answer(so_far + c.text) for c in completions]
-    return sum(await grade(answers, problem.answer)) / len(completions)
+    return sum(await grade(answers, problem)) / len(completions)
 
 
 async def label_steps(
@@ -142,7 +142,7 @@ async def label_steps(
 async def process(problem: Problem, config: ShepherdConfig, context: Context) -> UnitOutput:
     prompt = build_prompt(context.backend.tokenizer, problem.problem, config.instruction)
     solutions = await context.backend.generate(prompt, config.sampling_params(config.n, problem.id))
-    correct = await grade([extract_answer(s.text) for s in solutions], problem.answer)
+    correct = await grade([extract_answer(s.text) for s in solutions], problem)
     usage = Usage()
     stats = {"solutions": len(solutions), "truncated": 0, "too_many_steps": 0}
     chosen = []

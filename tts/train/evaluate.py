@@ -1,4 +1,4 @@
-"""The held-out score every training loop logs: pass@1, graded by `tts.verifiers.is_correct`.
+"""The held-out score every training loop logs: pass@1, graded by `tts.data.grading.grade_answer`.
 
 pass@1 of a problem is the share of its samples whose extracted answer is right; the score is
 the mean over problems. SFT asks for one greedy sample per problem (its greedy accuracy), GRPO
@@ -13,10 +13,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tts.data.grading import grade_answer
 from tts.data.problem import Problem
 from tts.engine import Backend, SamplingParams
 from tts.prompts import build_prompt
-from tts.verifiers import extract_answer, is_correct
+from tts.verifiers import extract_answer
 
 
 def pass_at_1(
@@ -31,7 +32,7 @@ def pass_at_1(
     async def one(problem: Problem) -> float:
         prompt = build_prompt(backend.tokenizer, problem.problem, instruction)
         completions = await backend.generate(prompt, params(problem))
-        right = [is_correct(extract_answer(c.text), problem.answer) for c in completions]
+        right = [grade_answer(problem, extract_answer(c.text)) for c in completions]
         return sum(right) / len(right)
 
     async def every() -> list[float]:

@@ -1,8 +1,8 @@
 """The reward of one GRPO group: rule terms from `tts.verifiers.rewards`, added up by weight.
 
-    reward = correctness                      accuracy (0/1), or Yeo et al.'s cosine length
-                                              reward (correct: 2 -> 1, wrong: -10 -> 0 over the
-                                              length; -10 at the token budget)
+    reward = correctness                      accuracy (0/1, by `grade_answer`), or Yeo et al.'s
+                                              cosine length reward (correct: 2 -> 1, wrong:
+                                              -10 -> 0 over the length; -10 at the budget)
            + format_weight * format           DeepSeek-R1's <think> format
            + repetition_weight * repetition   Yeo et al.'s n-gram repetition penalty (<= 0), on
                                               wrong answers only, as their reward/cosine.py
@@ -18,8 +18,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tts.data.grading import grade_answer
+from tts.data.problem import Problem
+from tts.verifiers import extract_answer
 from tts.verifiers.rewards import (
-    accuracy_reward,
     cosine_length_reward,
     dapo_overlong_penalty,
     format_reward,
@@ -53,12 +55,14 @@ class RewardConfig(BaseModel):
 def group_rewards(
     texts: list[str],
     token_ids: list[list[int]],
-    gold: str,
+    problem: Problem,
     max_tokens: int,
     config: RewardConfig,
 ) -> tuple[list[float], dict[str, list[float]]]:
-    """The total reward of each completion of one prompt, and each part of it."""
-    correct = [accuracy_reward(text, gold) > 0 for text in texts]
+    """The total reward of each completion of `problem`, and each part of it. Correctness is
+    DeepSeek-R1's verifiable outcome: the answer after the last `</think>` (`extract_answer`,
+    so an answer tried inside the thinking earns nothing), graded as every grade in tts is."""
+    correct = [grade_answer(problem, extract_answer(text)) for text in texts]
     lengths = [len(ids) for ids in token_ids]
     parts: dict[str, list[float]] = {"accuracy": [float(ok) for ok in correct]}
     if config.correctness == "cosine":

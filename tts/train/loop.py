@@ -37,8 +37,17 @@ class SupervisedConfig(TrainConfig):
     log_every: int = Field(10, ge=1, description="steps between log lines")
 
 
-def batches(examples: list[Example], config: SupervisedConfig, step: int) -> list[list[Example]]:
-    """The micro-batch examples of optimizer step `step`: epoch order from (seed, epoch)."""
+def batches(
+    examples: list[Example],
+    config: SupervisedConfig,
+    step: int,
+    length: Callable[[Example], int] | None = None,
+) -> list[list[Example]]:
+    """The micro-batch examples of optimizer step `step`: epoch order from (seed, epoch). Given
+    `length`, the step's examples are split into micro-batches in order of length, so each is
+    padded only to lengths near its own: the step trains on the same examples (each micro-batch
+    is still a mean over its tokens), and on data whose lengths spread over 10x, as search
+    streams do, several times faster."""
     per_step = config.batch_size * config.grad_accum
     start = step * per_step
     epoch, offset = divmod(start, len(examples))
@@ -51,6 +60,8 @@ def batches(examples: list[Example], config: SupervisedConfig, step: int) -> lis
             random.Random(config.seed * 100_003 + epoch).shuffle(order)
         picked.append(examples[order[offset]])
         offset += 1
+    if length is not None:
+        picked.sort(key=length)
     return [picked[i : i + config.batch_size] for i in range(0, per_step, config.batch_size)]
 
 
@@ -64,12 +75,13 @@ def run_loop(
     name: str,
     evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     eval_every: int | None = None,
+    length: Callable[[Example], int] | None = None,
 ) -> None:
     """Train `model` to `config.max_steps`, from `state` when resuming.
 
     loss_of(model, micro_batch, device) returns the micro-batch's mean loss and its token
     count; evaluate(model), called every `eval_every` steps on a saved checkpoint, returns
-    metrics for the log.
+    metrics for the log; `length`, if given, sorts each step's micro-batches (`batches`).
     """
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -83,7 +95,7 @@ def run_loop(
     while step < config.max_steps:
         set_lr(optimizer, step, config)
         total = 0.0
-        for micro in batches(examples, config, step):
+        for micro in batches(examples, config, step, length):
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 loss, count = loss_of(model, micro, device)
             (loss / config.grad_accum).backward()

@@ -47,6 +47,7 @@ class Sample:
     logprobs: list[float] | None = None  # None: not asked for
     text: str = ""
     finished: bool = False
+    truncated: bool = False  # finished by spending the whole token budget
     segments: int = 0
 
 
@@ -81,6 +82,7 @@ class Rollout:
     rewards: list[float] = field(default_factory=list)
     parts: dict[str, list[float]] = field(default_factory=dict)  # each reward term's values
     lengths: list[int] = field(default_factory=list)  # completion tokens
+    truncated: list[bool] = field(default_factory=list)  # cut off by the token budget
     versions: list[list[int]] = field(default_factory=list)  # per completion token
     behaviour: list[list[float]] = field(default_factory=list)  # per token; [] if not asked
     problems: list[str] = field(default_factory=list)  # each completion's problem text
@@ -108,6 +110,7 @@ class Rollout:
             self.rewards.append(reward)
             self.advantages.append(advantage)
             self.lengths.append(len(sample.tokens))
+            self.truncated.append(sample.truncated)
             self.versions.append(sample.versions)
             self.problems.append(group.problem.problem)
             if sample.logprobs is not None:
@@ -148,6 +151,7 @@ def extend(
     sample.segments += 1
     paused = len(new) == params.max_tokens and len(sample.tokens) < config.max_tokens
     sample.finished = completion.finish_reason != "length" or not paused
+    sample.truncated = completion.finish_reason == "length" and not paused
     # A sample sampled in one piece keeps the engine's text; one continued is decoded whole.
     sample.text = (
         completion.text
@@ -251,9 +255,7 @@ def rollout(
             return
         texts = [s.text for s in group.samples]
         ids = [s.tokens for s in group.samples]
-        rewards, parts = group_rewards(
-            texts, ids, group.problem.answer, config.max_tokens, config.rewards
-        )
+        rewards, parts = group_rewards(texts, ids, group.problem, config.max_tokens, config.rewards)
         success[group.problem.id] = sum(parts["accuracy"]) / len(texts)
         table = torch.tensor([rewards], dtype=torch.float64)
         if config.dynamic_sampling and not informative_groups(table)[0]:
@@ -320,6 +322,7 @@ def merged(parts: list[Rollout]) -> Rollout:
     for part in parts:
         whole.rewards += part.rewards
         whole.lengths += part.lengths
+        whole.truncated += part.truncated
         whole.versions += part.versions
         for name, values in part.parts.items():
             whole.parts.setdefault(name, []).extend(values)
@@ -333,7 +336,8 @@ def merged(parts: list[Rollout]) -> Rollout:
 
 def rollout_stats(batch: Rollout, step: int, ranks: Ranks = ONE_PROCESS) -> dict[str, float]:
     """The step's log entries about its rollouts, over every rank's groups: mean reward and each
-    part, lengths, groups, how many versions old its oldest token is, sampling speed."""
+    part, lengths and the share cut off by the token budget, groups, how many versions old its
+    oldest token is, sampling speed."""
     if ranks.joined:
         part = replace(batch, sequences=[], starts=[], advantages=[], behaviour=[], problems=[])
         batch = merged(ranks.gather(part))
@@ -343,6 +347,7 @@ def rollout_stats(batch: Rollout, step: int, ranks: Ranks = ONE_PROCESS) -> dict
         "reward": float(np.mean(batch.rewards)) if batch.rewards else 0.0,
         "length_mean": float(np.mean(lengths)),
         "length_max": int(max(lengths)),
+        "truncated": float(np.mean(batch.truncated)) if batch.truncated else 0.0,
         "groups_kept": batch.groups_kept,
         "groups_drawn": batch.groups_drawn,
         "groups_carried": batch.groups_carried,

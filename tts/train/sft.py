@@ -3,7 +3,8 @@
 Data is the SFT format of DESIGN.md (`{"messages": [...], "meta": {...}}` per line). Each
 conversation is rendered with the model's chat template and the loss falls on the last
 (assistant) message's tokens only, its end-of-turn token included, so the model learns to stop.
-Batches are padded; AdamW with linear warmup then cosine decay; gradient accumulation.
+Batches are padded (with gradient accumulation, each step's micro-batches are cut in order of
+length, so each pads little); AdamW with linear warmup then cosine decay.
 
 With `eval_dataset` set, every `eval_every` steps the checkpoint is scored greedily through the
 native engine (`tts.train.evaluate.pass_at_1` with one greedy sample; the accuracy goes to the
@@ -247,6 +248,7 @@ def train_sft(config: SFTConfig) -> Path:
         "sft",
         accuracy if evaluating else None,
         config.eval_every,
+        length=lambda example: len(example[0]),
     )
     final = config.out / "final"
     save(model, tokenizer, final, json_files={"training.json": config.model_dump(mode="json")})

@@ -74,7 +74,9 @@ _COLUMN = re.compile(r"\\begin\{[pbBvV]?matrix\}([^&]*)\\end\{[pbBvV]?matrix\}",
 
 def is_correct(answer: str | None, gold: str) -> bool:
     """Is an extracted final answer right? No answer (None) is wrong; otherwise `math_equal`.
-    Every grade in tts (benchmarks, data, rewards, training evals) is this one."""
+    Every grade in tts (benchmarks, data, rewards, training evals) goes through
+    `tts.data.grading.grade_answer`, which uses this one unless a synthetic task has a checker
+    of its own."""
     return answer is not None and math_equal(answer, gold)
 
 

@@ -6,8 +6,9 @@ A problem gives 3-6 numbers and a target. A solution is a sequence of steps
 used at most once) into a positive integer (division only when exact) and lists what is left;
 the last step's result is the target. The boxed answer is the whole solution as one expression,
 `The answer is \\boxed{(8 - 3) * 6}.`: the target is in the prompt, so boxing it would grade any
-guess right, while an expression is graded right (`math_equal` with the target as gold) only if
-it evaluates to the target, and `check_answer` also checks it uses only the given numbers.
+guess right. `check_answer` grades it (through `tts.data.grading`, everywhere tts grades): the
+expression must reach the target using only the given numbers; `math_equal` against the gold
+expression would take the bare target.
 
 Problems are made backwards: sample the numbers, combine them all in a random order with random
 operations, and take the final result as the target (resampled if it is out of range, is one of
@@ -324,12 +325,12 @@ def check_answer(problem: str, answer: str) -> bool:
     """Is `answer` an expression that reaches the target using only the given numbers, each at
     most once, with every intermediate result a positive integer?"""
     parsed = parse_problem(problem)
+    used: list[int] = []
     try:
         tree = ast.parse(answer.replace("\\times", "*").replace("\\div", "/"), mode="eval")
-    except SyntaxError:
+        value = _evaluate(tree.body, used)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # nonsense, NUL, deep nesting
         return False
-    used: list[int] = []
-    value = _evaluate(tree.body, used)
     return parsed is not None and value == parsed[1] and Counter(used) <= Counter(parsed[0])
 
 
