@@ -50,7 +50,7 @@ from tts.data.grading import grade_answer
 from tts.data.jsonl import read_records
 from tts.data.problem import Problem
 from tts.data.synthetic import eval_set, train_problems
-from tts.data.synthetic.countdown import Countdown, greedy_solves, parse_problem
+from tts.data.synthetic.countdown import Countdown, greedy_solves, parse_problem, search
 from tts.engine import Completion, SamplingParams, load
 from tts.prompts import build_prompt
 from tts.verifiers import extract_answer
@@ -61,6 +61,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 RECIPES = Path("configs/recipes/long_cot_countdown")
 STYLES = ("long", "short")
 EVAL_TOKENS = 1024
+MAX_SEARCH_LINES = 40  # the SFT recipes' max_search_lines
 FIT_SHARE = 0.9  # experiment 3's context budget: this share of the SFT model's streams fit
 FIT_PROBLEMS = 200  # training problems sampled to measure it
 
@@ -84,9 +85,20 @@ def train(style: str, budget: int, seed: int, runs: Path) -> Path:
     return run("sft", f"sft_{style}.yaml", runs / f"sft_{style}_{budget}_seed{seed}", *flags)
 
 
-def needs_backtracking(problem_text: str) -> bool:
+def subsets(problem_text: str) -> dict[str, bool]:
+    """Which scores a held-out problem counts in: all; those that need backtracking (the greedy
+    first attempt, always the step closest to the target, misses); those whose search stream
+    fits `MAX_SEARCH_LINES` lines, as every training stream does; both."""
     numbers, target = parse_problem(problem_text)
-    return not greedy_solves(Countdown(tuple(numbers), target, ()))
+    problem = Countdown(tuple(numbers), target, ())
+    backtrack = not greedy_solves(problem)
+    fits = len(search(problem)[0]) <= MAX_SEARCH_LINES
+    return {
+        "pass1": True,
+        "pass1_backtrack": backtrack,
+        "pass1_fits": fits,
+        "pass1_fits_backtrack": fits and backtrack,
+    }
 
 
 def sample_all(
@@ -107,25 +119,30 @@ def sample_all(
     return asyncio.run(every())
 
 
-def score(final: Path) -> dict[str, float]:
-    """Greedy pass@1 of the model in `final` on synth:countdown:2, all and the backtracking
-    share, graded by countdown's own checker (`grade_answer`: the expression reaches the target
-    with the given numbers only); kept beside the model so a rerun does not score it again."""
+def score(final: Path) -> dict:
+    """Greedy pass@1 of the model in `final` on synth:countdown:2 and on each of its `subsets`,
+    graded by countdown's own checker (`grade_answer`: the expression reaches the target with
+    the given numbers only); kept beside the model, each problem's grade included, so a rerun
+    does not score it again."""
     path = final.parent / "countdown_eval.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    if path.exists() and "right" in (kept := json.loads(path.read_text())):
+        return kept
     problems = eval_set("countdown", 2)
     greedy = SamplingParams(temperature=0, max_tokens=EVAL_TOKENS)
     completions = sample_all(final, problems, [greedy] * len(problems))
     right = [grade_answer(p, extract_answer(c.text)) for p, c in zip(problems, completions)]
-    hard = [ok for ok, p in zip(right, problems) if needs_backtracking(p.problem)]
-    result = {
-        "pass1": sum(right) / len(right),
-        "pass1_backtrack": sum(hard) / len(hard),
-        "backtrack_problems": len(hard),
-    }
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    counted = [subsets(p.problem) for p in problems]
+    result: dict = {"length_mean": float(np.mean([len(c.token_ids) for c in completions]))}
+    for name in counted[0]:
+        graded = [ok for ok, where in zip(right, counted) if where[name]]
+        result[name] = sum(graded) / len(graded)
+        result[f"{name}_problems"] = len(graded)
+    result["right"] = right
+    path.write_text(json.dumps(result) + "\n")
     return result
+
+
+SUBSETS = ("pass1", "pass1_backtrack", "pass1_fits", "pass1_fits_backtrack")
 
 
 def sft(args: argparse.Namespace) -> dict:
@@ -135,25 +152,32 @@ def sft(args: argparse.Namespace) -> dict:
         for style in STYLES:
             print(f"SFT {style}, {budget:,} tokens", flush=True)
             scores[style].append(score(train(style, budget, 0, args.runs)))
-    spread = {}
+    seeds = {}
     for style in STYLES:
         print(f"SFT {style}, {budgets[-1]:,} tokens, seed 1", flush=True)
         again = score(train(style, budgets[-1], 1, args.runs))
-        spread[style] = {
-            "seed1_pass1": again["pass1"],
-            "seed1_pass1_backtrack": again["pass1_backtrack"],
-            "pass1_spread": abs(again["pass1"] - scores[style][-1]["pass1"]),
+        seeds[style] = {
+            f"seed{seed}_{name}": run[name]
+            for name in SUBSETS
+            for seed, run in ((0, scores[style][-1]), (1, again))
         }
-    record = {"sft_compute_tokens": budgets, "sft_largest_budget_seeds": spread}
+    record: dict = {"sft_compute_tokens": budgets, "sft_largest_budget_seeds": seeds}
     for style in STYLES:
-        record[f"sft_{style}_pass1"] = [s["pass1"] for s in scores[style]]
-        record[f"sft_{style}_pass1_backtrack"] = [s["pass1_backtrack"] for s in scores[style]]
+        for name in SUBSETS:
+            record[f"sft_{style}_{name}"] = [s[name] for s in scores[style]]
+        record[f"sft_{style}_length_mean"] = [s["length_mean"] for s in scores[style]]
+    record["sft_subset_problems"] = {
+        name: scores["long"][0][f"{name}_problems"] for name in SUBSETS
+    }
     draw(record, args.results / "sft_scaling.png")
-    print(f"{'SFT tokens':>12} {'long':>7} {'short':>7} {'long bt':>8} {'short bt':>8}")
+    print(f"{'SFT tokens':>12} {'style':>6} " + " ".join(f"{n:>20}" for n in SUBSETS))
     for i, budget in enumerate(budgets):
-        row = [record[f"sft_{s}_pass1"][i] for s in STYLES]
-        row += [record[f"sft_{s}_pass1_backtrack"][i] for s in STYLES]
-        print(f"{budget:>12,} " + " ".join(f"{v:>7.3f}" for v in row))
+        for style in STYLES:
+            row = " ".join(f"{record[f'sft_{style}_{n}'][i]:>20.3f}" for n in SUBSETS)
+            print(f"{budget:>12,} {style:>6} {row}")
+    for style in STYLES:
+        row = " ".join(f"{seeds[style][f'seed1_{n}']:>20.3f}" for n in SUBSETS)
+        print(f"{'seed 1':>12} {style:>6} {row}")
     return record
 
 
@@ -175,22 +199,31 @@ def best_sft(style: str, args: argparse.Namespace) -> tuple[int, Path]:
     return budget, models[budget][0]
 
 
+def summary_of(scores: dict) -> dict:
+    """A model's scores without the per-problem grades."""
+    return {name: value for name, value in scores.items() if name != "right"}
+
+
 def grpo(args: argparse.Namespace) -> dict:
     """Experiment 2: GRPO (grpo.yaml, accuracy reward) from the best long and the best short SFT
     model, the same steps, problems and token budget; the gain in greedy held-out pass@1."""
     record: dict = {"grpo_runs": {}}
-    print(f"{'start':>6} {'SFT tokens':>11} {'before':>7} {'after':>7} {'gain':>7} {'bt gain':>8}")
+    print(f"{'start':>6} {'SFT tokens':>11} " + " ".join(f"{n + ' gain':>25}" for n in SUBSETS))
     for style in STYLES:
         budget, start = best_sft(style, args)
         print(f"GRPO from the {style} SFT model ({budget:,} tokens)", flush=True)
         final = run("grpo", "grpo.yaml", args.runs / f"grpo_from_{style}", "--model", str(start))
         before, after = score(start), score(final)
-        record[f"grpo_gain_from_{style}"] = after["pass1"] - before["pass1"]
-        gain_bt = after["pass1_backtrack"] - before["pass1_backtrack"]
-        record[f"grpo_gain_from_{style}_backtrack"] = gain_bt
-        record["grpo_runs"][style] = {"sft_tokens": budget, "before": before, "after": after}
-        row = [before["pass1"], after["pass1"], record[f"grpo_gain_from_{style}"], gain_bt]
-        print(f"{style:>6} {budget:>11,} " + " ".join(f"{v:>7.3f}" for v in row))
+        for name in SUBSETS:
+            suffix = name.removeprefix("pass1")
+            record[f"grpo_gain_from_{style}{suffix}"] = after[name] - before[name]
+        record["grpo_runs"][style] = {
+            "sft_tokens": budget,
+            "before": summary_of(before),
+            "after": summary_of(after),
+        }
+        cells = [f"{before[n]:.3f} -> {after[n]:.3f}" for n in SUBSETS]
+        print(f"{style:>6} {budget:>11,} " + " ".join(f"{c:>25}" for c in cells))
     return record
 
 
@@ -242,7 +275,7 @@ def length(args: argparse.Namespace) -> dict:
         record[f"{reward}_length_curve"] = [r["length_mean"] for r in steps]
         record[f"{reward}_truncated_curve"] = [r["truncated"] for r in steps]
         record[f"{reward}_pass1_curve"] = [r["accuracy"] for r in steps]
-        record[f"{reward}_final"] = score(final)
+        record[f"{reward}_final"] = summary_of(score(final))
     draw_length(record, args.results / "length_under_rl.png")
     print(f"{'reward':>7} {'length':>15} {'truncated':>15} {'pass@1':>15} {'held-out':>9}")
     for reward in REWARDS:
@@ -278,23 +311,38 @@ def draw_length(record: dict, path: Path) -> None:
 
 
 def draw(record: dict, path: Path) -> None:
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    """pass@1 against SFT tokens, long and short, on all held-out problems and those needing
+    backtracking (left), and on those whose search fits the training streams' length (right);
+    the largest budget's second seed as open markers."""
+    figure, grid = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
     budgets = record["sft_compute_tokens"]
-    for style in STYLES:
-        (line,) = axes.plot(budgets, record[f"sft_{style}_pass1"], marker="o", label=style)
-        axes.plot(
-            budgets,
-            record[f"sft_{style}_pass1_backtrack"],
-            marker="x",
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{style}, problems that need backtracking",
+    panels = [("pass1", "pass1_backtrack"), ("pass1_fits", "pass1_fits_backtrack")]
+    for axes, (whole, hard) in zip(grid, panels):
+        for style in STYLES:
+            (line,) = axes.plot(budgets, record[f"sft_{style}_{whole}"], marker="o", label=style)
+            color = line.get_color()
+            axes.plot(
+                budgets,
+                record[f"sft_{style}_{hard}"],
+                marker="x",
+                linestyle="--",
+                color=color,
+                label=f"{style}, those that need backtracking",
+            )
+            seed1 = record["sft_largest_budget_seeds"][style]
+            for name in (whole, hard):
+                axes.plot(budgets[-1], seed1[f"seed1_{name}"], "o", mfc="none", color=color)
+        counts = record["sft_subset_problems"]
+        axes.set_title(
+            f"{counts[whole]} held-out problems ({counts[hard]} need backtracking)"
+            + (f", search within {MAX_SEARCH_LINES} lines" if whole == "pass1_fits" else "")
         )
-    axes.set_xscale("log")
-    axes.set_xlabel("SFT tokens")
-    axes.set_ylabel("held-out greedy pass@1 (synth:countdown:2)")
-    axes.set_title("Countdown: search streams (long) against found paths (short)")
-    axes.legend()
+        axes.set_xscale("log")
+        axes.set_xlabel("SFT tokens")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    grid[0].set_ylabel("greedy pass@1 (synth:countdown:2)")
+    figure.suptitle("Countdown: SFT on search streams (long) against found paths (short)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
