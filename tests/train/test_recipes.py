@@ -29,6 +29,8 @@ LOADERS = {  # recipe -> what `tts train LOOP` reads it with
     "long_cot/grpo_long_cosine.yaml": grpo.load_config,
     "long_cot_countdown/sft_long.yaml": sft.load_config,
     "long_cot_countdown/sft_short.yaml": sft.load_config,
+    "long_cot_countdown/grpo.yaml": grpo.load_config,
+    "long_cot_countdown/grpo_cosine.yaml": grpo.load_config,
 }
 
 
