@@ -21,10 +21,10 @@ checker.
 `grpo` (experiment 2): GRPO with the accuracy reward (grpo.yaml) from the long and the short
 SFT model with the best pass@1, the same steps and problems; each final model scored as above.
 
-`length` (experiment 3): GRPO from the best long model with a token budget set so that 90% of
-its own samples on the RL problems fit, plain accuracy reward (grpo.yaml) against the cosine
-length reward with the n-gram repetition penalty (grpo_cosine.yaml); per step the mean length,
-the share cut by the budget and the pass@1 of the step's samples.
+`length` (experiment 3): GRPO from the best long model for 80 steps with a token budget set so
+that 90% of its own samples on the RL problems fit, plain accuracy reward (grpo.yaml) against
+the cosine length reward with the n-gram repetition penalty (grpo_cosine.yaml); per step the
+mean length, the share cut by the budget and the pass@1 of the step's samples.
 
 A finished run is not redone and a stopped one resumes from its checkpoint (the score of a
 finished run is kept in its folder), so the script can be killed and started again; `grpo` and
@@ -64,6 +64,7 @@ EVAL_TOKENS = 1024
 MAX_SEARCH_LINES = 40  # the SFT recipes' max_search_lines
 FIT_SHARE = 0.9  # experiment 3's context budget: this share of the SFT model's streams fit
 FIT_PROBLEMS = 200  # training problems sampled to measure it
+LENGTH_STEPS = 80  # experiment 3 runs twice experiment 2's steps: length moves slowly
 
 
 def run(loop: str, recipe: str, out: Path, *flags: str) -> Path:
@@ -268,9 +269,8 @@ def length(args: argparse.Namespace) -> dict:
     for reward, recipe in REWARDS.items():
         print(f"GRPO, {reward} reward", flush=True)
         out = args.runs / f"length_{reward}"
-        final = run(
-            "grpo", recipe, out, "--model", str(start), "--max-tokens", str(fit["max_tokens"])
-        )
+        flags = ["--model", str(start), "--max-tokens", str(fit["max_tokens"])]
+        final = run("grpo", recipe, out, *flags, "--max-steps", str(LENGTH_STEPS))
         steps = [r for r in read_records(out / "log.jsonl") if "length_mean" in r]
         record[f"{reward}_length_curve"] = [r["length_mean"] for r in steps]
         record[f"{reward}_truncated_curve"] = [r["truncated"] for r in steps]
