@@ -80,10 +80,15 @@ def run(loop: str, recipe: str, out: Path, *flags: str) -> Path:
     return final
 
 
+def sft_out(style: str, budget: int, seed: int, runs: Path) -> Path:
+    """Where the `style` SFT run at `budget` tokens and `seed` lives."""
+    return runs / f"sft_{style}_{budget}_seed{seed}"
+
+
 def train(style: str, budget: int, seed: int, runs: Path) -> Path:
     """The `style` SFT recipe at `budget` tokens and `seed`; its final folder."""
     flags = ("--token-budget", str(budget), "--seed", str(seed))
-    return run("sft", f"sft_{style}.yaml", runs / f"sft_{style}_{budget}_seed{seed}", *flags)
+    return run("sft", f"sft_{style}.yaml", sft_out(style, budget, seed, runs), *flags)
 
 
 def subsets(problem_text: str) -> dict[str, bool]:
@@ -147,7 +152,7 @@ SUBSETS = ("pass1", "pass1_backtrack", "pass1_fits", "pass1_fits_backtrack")
 
 
 def sft(args: argparse.Namespace) -> dict:
-    budgets = [int(b) for b in args.budgets.split(",")]
+    budgets = args.budgets
     scores: dict[str, list[dict]] = {style: [] for style in STYLES}
     for budget in budgets:
         for style in STYLES:
@@ -185,8 +190,8 @@ def sft(args: argparse.Namespace) -> dict:
 def sft_scores(style: str, args: argparse.Namespace) -> dict[int, tuple[Path, dict]]:
     """Each budget's seed-0 SFT model of `style` and its score; stage sft must have run."""
     models = {}
-    for budget in [int(b) for b in args.budgets.split(",")]:
-        final = args.runs / f"sft_{style}_{budget}_seed0" / "final"
+    for budget in args.budgets:
+        final = sft_out(style, budget, 0, args.runs) / "final"
         if not (final.parent / "countdown_eval.json").exists():
             raise SystemExit(f"{final} is not trained and scored yet: run stage sft first")
         models[budget] = (final, score(final))
@@ -353,7 +358,12 @@ STAGES = {"sft": sft, "grpo": grpo, "length": length}
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=sorted(STAGES))
-    parser.add_argument("--budgets", default="1000000,3000000,10000000")
+    parser.add_argument(
+        "--budgets",
+        type=lambda text: [int(budget) for budget in text.split(",")],
+        default=[1_000_000, 3_000_000, 10_000_000],
+        help="SFT token budgets, comma-separated",
+    )
     parser.add_argument("--runs", type=Path, default=Path("runs/long_cot_countdown"))
     parser.add_argument(
         "--results", type=Path, default=Path("benchmarks/results/long_cot_countdown")
