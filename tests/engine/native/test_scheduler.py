@@ -18,7 +18,7 @@ def seq(prompt: list[int]) -> Sequence:
 def step(scheduler: Scheduler, token: int = 7):
     """One engine step: schedule, then report `token` for every sampled sequence."""
     batch = scheduler.schedule()
-    scheduler.postprocess(batch, [[token] * len(group) for group in batch.samples])
+    scheduler.postprocess(batch, [[[token] for _ in group] for group in batch.samples])
     scheduler.cache.check_integrity(s.block_table for s in scheduler.running)
     return batch
 
@@ -81,7 +81,7 @@ def test_samples_fork_from_the_leader_sharing_full_blocks_and_copying_the_last()
     assert [s.status for s in group] == [Status.WAITING, Status.PARKED, Status.PARKED]
     batch = scheduler.schedule()
     assert len(batch.chunks) == 1 and batch.samples == [group]  # one prefill, three samples
-    scheduler.postprocess(batch, [[1, 2, 3]])
+    scheduler.postprocess(batch, [[[1], [2], [3]]])
     leader, *siblings = group
     assert [s.token_ids[-1] for s in group] == [1, 2, 3]
     for sibling in siblings:

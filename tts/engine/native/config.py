@@ -16,6 +16,13 @@ class EngineConfig:
     max_num_seqs: most sequences running at once.
     max_num_batched_tokens: most tokens computed in one step (the prefill chunk budget).
     check_integrity: verify the block bookkeeping after every step (tests; slow).
+    speculative_tokens: draft tokens per decoding sequence and step, found by n-gram lookup in
+        its prompt, its output and its peers' text and verified in the same forward pass
+        (exact: the output is what plain decoding gives); 0 turns speculation off.
+    speculative_max_batch: speculate only while at most this many sequences run. Verifying a
+        draft computes its tokens whether or not they are kept: it pays where a step costs
+        about the same for one token as for several (small batches), not where every token
+        costs compute (large ones).
     """
 
     block_size: int = 16
@@ -24,6 +31,8 @@ class EngineConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 2048
     check_integrity: bool = False
+    speculative_tokens: int = 0
+    speculative_max_batch: int = 8
 
     def __post_init__(self) -> None:
         if self.block_size < 1 or (self.num_blocks is not None and self.num_blocks < 1):
@@ -32,3 +41,5 @@ class EngineConfig:
             self.max_num_seqs, self.max_num_batched_tokens
         ) < 1:
             raise ValueError("kv_cache_gib, max_num_seqs and max_num_batched_tokens must be > 0")
+        if self.speculative_tokens < 0 or self.speculative_max_batch < 1:
+            raise ValueError("speculative_tokens must be >= 0 and speculative_max_batch >= 1")

@@ -59,7 +59,8 @@ class NativeBackend:
         self._active: dict[int, _Request] = {}  # request id -> request, while in the core
 
     def stats(self) -> dict[str, int]:
-        """Counters for metrics: KV blocks and bytes, prefix hits, preemptions, queue depth."""
+        """Counters for metrics: KV blocks and bytes, prefix hits, preemptions, queue depth,
+        and speculative decoding's steps, drafted and kept tokens."""
         return self.core.stats()
 
     def update_weights(self, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:

@@ -16,6 +16,10 @@ pass, sampling) on the device thread; it adds and aborts requests only between s
 Prompt log-probabilities need the logits of every prompt position, which a prefix-cache hit
 never computes: a request that asks for them prefills its prompt without the cache (its blocks
 are still cached for others), and the runner returns all of its prefill chunks' logits.
+
+With speculative decoding on (`EngineConfig.speculative_tokens`), a step may give a sequence
+several tokens; the end conditions are checked on each in order, and the tokens after the one
+that ends the sequence are dropped, as if they had never been sampled.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from transformers import AutoTokenizer
 
 from tts.engine.backend import (
     Completion,
+    FinishReason,
     SamplingParams,
     check_prompt_length,
     check_token_ids,
@@ -37,6 +42,7 @@ from tts.engine.backend import (
 )
 from tts.engine.native.config import EngineConfig
 from tts.engine.native.device_step import Sampled, execute
+from tts.engine.native.drafter import NgramDrafter
 from tts.engine.native.model_runner import ModelRunner
 from tts.engine.native.scheduler import Batch, Scheduler
 from tts.engine.native.sequence import Sequence
@@ -81,11 +87,16 @@ class EngineCore:
 
     def _new_scheduler(self) -> Scheduler:
         config = self.config
+        drafter = None
+        if config.speculative_tokens:
+            drafter = NgramDrafter(config.speculative_tokens, self.max_model_len)
         return Scheduler(
             self.runner.num_blocks,
             config.block_size,
             config.max_num_seqs,
             config.max_num_batched_tokens,
+            drafter,
+            config.speculative_max_batch,
         )
 
     @property
@@ -181,12 +192,14 @@ class EngineCore:
         for chunk, entries in zip(batch.chunks, sampled.prompt_logprobs):
             _record_prompt_logprobs(chunk.seq, chunk.start, entries)
         output = StepOutput()
-        for group, group_logprobs in zip(batch.samples, sampled.logprobs):
+        for group, group_tokens, group_logprobs in zip(
+            batch.samples, sampled.tokens, sampled.logprobs
+        ):
             output.grown.append(self._active[group[0].seq_id][0].seq_id)
-            for seq, entry in zip(group, group_logprobs):
-                if entry is not None:
-                    seq.logprobs.append(entry)
-                reason = self.stop_conditions.finish_reason(seq)
+            for seq, new, entries in zip(group, group_tokens, group_logprobs):
+                first = seq.num_tokens - len(new)  # where this step's tokens start
+                reason = self._finish_reason(seq, len(new))
+                seq.logprobs += entries[: seq.num_tokens - first]
                 if reason is not None:
                     seq.finish_reason = reason
                     if seq in self.scheduler.running:
@@ -197,6 +210,18 @@ class EngineCore:
         if self.config.check_integrity:
             self.check_integrity()
         return output
+
+    def _finish_reason(self, seq: Sequence, num_new: int) -> FinishReason | None:
+        """Why `seq` ends at one of its `num_new` newest tokens, checked in the order they were
+        sampled, with the tokens after that one dropped; None while it goes on."""
+        new = seq.token_ids[-num_new:]
+        del seq.token_ids[-num_new:]
+        for token in new:
+            seq.token_ids.append(token)
+            reason = self.stop_conditions.finish_reason(seq)
+            if reason is not None:
+                return reason
+        return None
 
     def _complete_if_done(self, seq: Sequence, output: StepOutput) -> None:
         seqs = self._active[seq.seq_id]
@@ -232,7 +257,8 @@ class EngineCore:
         )
 
     def stats(self) -> dict[str, int]:
-        """Counters for metrics: KV blocks and bytes, prefix hits, preemptions, queue depth."""
+        """Counters for metrics: KV blocks and bytes, prefix hits, preemptions, queue depth,
+        and speculative decoding's steps, drafted and kept tokens."""
         scheduler = self.scheduler
         return {
             **scheduler.cache.stats(),

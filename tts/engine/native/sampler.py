@@ -55,8 +55,13 @@ def _uniforms(generators: list[torch.Generator | None], device: torch.device) ->
     u = torch.rand(len(generators), device=device)
     for row, generator in enumerate(generators):
         if generator is not None:
-            u[row] = torch.rand((), device=device, generator=generator)
+            u[row] = uniform(generator)
     return u
+
+
+def uniform(generator: torch.Generator) -> torch.Tensor:
+    """The next number of a seeded row's stream: each row it samples takes exactly one."""
+    return torch.rand((), device=generator.device, generator=generator)
 
 
 def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,13 @@ The n samples of one request share its prefill: only the first (the leader) is q
 others stay parked until the leader's prompt is computed, then fork from it, sharing its full
 blocks and copying its partly filled last block (copy on write). All of this is plain Python; the
 engine runs the model on the chunks and reports the sampled tokens back through `postprocess`.
+
+With a drafter (speculative decoding), a decoding sequence may also compute a draft: tokens
+guessed to follow, verified in the same step (`speculative.py`). While no more than
+`speculative_max_batch` sequences run, each decoding one gets the blocks for its draft, but only
+free ones: a draft never preempts a sequence or evicts a cached prefix. `postprocess` advances
+the sequence past the draft tokens it kept and frees the blocks that only held rejected ones;
+a block is registered in the prefix cache only once all its tokens are kept and computed.
 """
 
 from __future__ import annotations
@@ -22,17 +29,20 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from tts.engine.native.drafter import NgramDrafter
 from tts.engine.native.prefix_cache import ROOT_HASH, PrefixCache
 from tts.engine.native.sequence import Sequence, Status
 
 
 @dataclass
 class Chunk:
-    """`num_tokens` tokens of `seq`, from position `start`, computed in this step."""
+    """`num_tokens` tokens of `seq`, from position `start`, computed in this step, followed by
+    `draft` (tokens that are not the sequence's yet: the step verifies them)."""
 
     seq: Sequence
     start: int
     num_tokens: int
+    draft: list[int] = field(default_factory=list)
 
     @property
     def needs_logits(self) -> bool:
@@ -54,18 +64,29 @@ class SchedulerStats:
     preemptions: int = 0
     prefix_hit_tokens: int = 0  # prompt tokens found in the cache on first admission
     prompt_tokens: int = 0  # prompt tokens of admitted sequences, cached ones included
-    computed_tokens: int = 0  # tokens run through the model (prefill and decode, recompute too)
+    computed_tokens: int = 0  # tokens run through the model (prefill, decode, recompute, drafts)
     forks: int = 0
+    speculative_steps: int = 0  # decode steps of one sequence that verified a draft
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0  # draft tokens kept (each such step also yields one of its own)
 
 
 class Scheduler:
     def __init__(
-        self, num_blocks: int, block_size: int, max_num_seqs: int, max_num_batched_tokens: int
+        self,
+        num_blocks: int,
+        block_size: int,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        drafter: NgramDrafter | None = None,
+        speculative_max_batch: int = 0,
     ) -> None:
         self.cache = PrefixCache(num_blocks, block_size)
         self.block_size = block_size
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.drafter = drafter
+        self.speculative_max_batch = speculative_max_batch
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.parked: dict[int, list[Sequence]] = {}  # leader seq_id -> its siblings
@@ -106,14 +127,16 @@ class Scheduler:
         batch = Batch(copies=self.pending_copies)
         self.pending_copies = []
         budget = self.max_num_batched_tokens
+        drafts = self._drafts()
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
             num_tokens = min(seq.num_tokens - seq.num_computed_tokens, budget)
             if not self._reserve(seq, num_tokens):
                 continue  # seq itself was preempted; running[i] is now the next one
-            batch.chunks.append(Chunk(seq, seq.num_computed_tokens, num_tokens))
-            budget -= num_tokens
+            draft = self._reserve_draft(seq, drafts.get(seq, [])[: budget - num_tokens])
+            batch.chunks.append(Chunk(seq, seq.num_computed_tokens, num_tokens, draft))
+            budget -= num_tokens + len(draft)
             i += 1
         # A leader brings its parked siblings into `running` when they fork: count them as
         # running already. An empty batch admits anyway, so a request of n > max_num_seqs runs.
@@ -136,20 +159,53 @@ class Scheduler:
                 batch.samples.append([chunk.seq, *siblings])
         return batch
 
-    def postprocess(self, batch: Batch, tokens: list[list[int]]) -> None:
-        """Account for a finished step: `tokens` holds one new token per sequence of
-        `batch.samples`, in the same order."""
+    def postprocess(self, batch: Batch, tokens: list[list[list[int]]]) -> None:
+        """Account for a finished step: `tokens` holds, per group of `batch.samples` and per
+        sequence in it, its new tokens: one, or for a chunk with a draft the draft tokens kept
+        and one more."""
+        for seqs, new_tokens in zip(batch.samples, tokens):
+            for seq, new in zip(seqs, new_tokens):
+                seq.token_ids += new
         for chunk in batch.chunks:
             seq = chunk.seq
             seq.num_computed_tokens += chunk.num_tokens
-            self.stats.computed_tokens += chunk.num_tokens
+            self.stats.computed_tokens += chunk.num_tokens + len(chunk.draft)
+            if chunk.draft:
+                self._settle_draft(chunk)
             self._register_full_blocks(seq)
-        for seqs, new_tokens in zip(batch.samples, tokens):
-            leader = seqs[0]
+        for seqs in batch.samples:
             if len(seqs) > 1:
-                self._fork(leader, seqs[1:])
-            for seq, token in zip(seqs, new_tokens):
-                seq.token_ids.append(token)
+                self._fork(seqs[0], seqs[1:])
+
+    def _drafts(self) -> dict[Sequence, list[int]]:
+        """This step's drafts for the decoding sequences, while few enough run that verifying
+        drafts pays (see EngineConfig.speculative_max_batch)."""
+        if self.drafter is None or len(self.running) > self.speculative_max_batch:
+            return {}
+        decoding = [s for s in self.running if s.num_tokens - s.num_computed_tokens == 1]
+        return self.drafter.propose(decoding, self.running)
+
+    def _reserve_draft(self, seq: Sequence, draft: list[int]) -> list[int]:
+        """The part of `draft` whose blocks free blocks cover, with those blocks given to `seq`
+        (whose own next token already has its block)."""
+        room = (len(seq.block_table) + len(self.cache.pool.free)) * self.block_size
+        draft = draft[: room - seq.num_tokens]
+        if draft:
+            seq.block_table += self.cache.allocate(self._blocks_missing(seq, 1 + len(draft)))
+        return draft
+
+    def _settle_draft(self, chunk: Chunk) -> None:
+        """After a step that verified `chunk.draft`: count the draft tokens kept as computed and
+        free the blocks past them (their KV holds rejected tokens, to be overwritten)."""
+        seq = chunk.seq
+        accepted = seq.num_tokens - seq.num_computed_tokens - 1
+        seq.num_computed_tokens += accepted
+        keep = -(-seq.num_computed_tokens // self.block_size)
+        self.cache.release(seq.block_table[keep:])
+        del seq.block_table[keep:]
+        self.stats.speculative_steps += 1
+        self.stats.drafted_tokens += len(chunk.draft)
+        self.stats.accepted_tokens += accepted
 
     def _slots(self, seq: Sequence) -> int:
         """Sequence slots `seq` takes: itself and, until they fork, its parked siblings."""
