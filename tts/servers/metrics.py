@@ -29,7 +29,8 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class EngineCollector(Collector):
-    """KV blocks and prefix-cache hit rate, read from the backend when Prometheus scrapes."""
+    """KV blocks, prefix-cache hit rate and speculative decoding's acceptance, read from the
+    backend when Prometheus scrapes."""
 
     def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
         self.stats = stats
@@ -48,6 +49,23 @@ class EngineCollector(Collector):
             rate = stats.get("prefix_hit_tokens", 0) / stats["prompt_tokens"]
             yield GaugeMetricFamily(
                 "tts_prefix_cache_hit_rate", "share of prompt tokens served from the cache", rate
+            )
+        for key, help_text in [
+            ("drafted_tokens", "draft tokens verified by speculative decoding, since start"),
+            ("accepted_tokens", "draft tokens kept by speculative decoding, since start"),
+        ]:
+            if key in stats:
+                yield GaugeMetricFamily(f"tts_spec_{key}", help_text, value=stats[key])
+        if stats.get("speculative_steps"):
+            yield GaugeMetricFamily(
+                "tts_spec_acceptance_rate",
+                "share of draft tokens kept",
+                stats["accepted_tokens"] / stats["drafted_tokens"],
+            )
+            yield GaugeMetricFamily(
+                "tts_spec_tokens_per_step",
+                "tokens a sequence gains per step that verifies a draft (1 + kept draft tokens)",
+                1 + stats["accepted_tokens"] / stats["speculative_steps"],
             )
 
 
