@@ -20,6 +20,9 @@ CASES = {
     "beam": dict(n=4, beam_width=2, **STEP),
     "dvts": dict(n=4, beam_width=2, **STEP),
     "mcts": dict(n=8, expand_k=2, concurrency=4, **STEP),
+    "particle_filter": dict(n=4, **STEP),
+    "adaptive_majority": dict(n=8, wave=2, max_tokens=24, seed=0),
+    "deepconf": dict(n=8, warmup=2, window=4, max_tokens=24, seed=0),
 }
 
 
@@ -81,6 +84,39 @@ def test_a_call_that_does_not_fit_waits_for_calls_in_flight_to_give_tokens_back(
     # 3 spent, so the second fits whole; the third gets what is left: 15 - 3 - 3 = 9.
     assert backend.asked == [10, 10, 9]
     assert budget.spent == 9 and budget.exhausted
+
+
+def test_a_call_that_does_not_fit_runs_the_samples_that_fit_whole_first():
+    async def run() -> tuple[list[Completion], Counted, TokenBudget]:
+        backend = Counted(used=3)
+        backend.release.set()
+        budget = TokenBudget(backend, 25)
+        return (
+            await budget.generate("p", SamplingParams(max_tokens=10, n=4, seed=7)),
+            backend,
+            budget,
+        )
+
+    completions, backend, budget = asyncio.run(run())
+    # 2 fit whole (20 of 25) and use 6; then 19 are free: 1 more whole; then 16: the last one.
+    assert backend.asked == [10, 10, 10]
+    assert len(completions) == 4 and budget.spent == 12 and not budget.exhausted
+
+
+def test_the_token_budget_option_counts_scorer_tokens_and_reports_in_usage(engine, tiny_prm_token):
+    scorer = load_scorer(tiny_prm_token, device="cpu")
+    free = asyncio.run(make_strategy("beam", **CASES["beam"]).solve("What is 2+2?", engine, scorer))
+    spent = free.usage.completion_tokens + free.usage.scorer_tokens
+    # Beam search scores between steps: what the scorer read leaves less for the next steps.
+    strategy = make_strategy("beam", token_budget=spent // 2, **CASES["beam"])
+    capped = asyncio.run(strategy.solve("What is 2+2?", engine, scorer))
+    usage = capped.usage
+    assert usage.token_budget == spent // 2 and usage.budget_exhausted
+    assert usage.completion_tokens < free.usage.completion_tokens
+    # Generation stops at the limit; the scorer still reads what was generated.
+    assert usage.completion_tokens <= spent // 2
+    assert usage.completion_tokens + usage.scorer_tokens > spent // 2
+    assert free.usage.token_budget is None and not free.usage.budget_exhausted
 
 
 def test_a_spent_budget_answers_without_the_backend():

@@ -18,6 +18,7 @@ CASES = {
     "beam": dict(n=4, beam_width=2, **STEP),
     "dvts": dict(n=4, beam_width=2, **STEP),
     "mcts": dict(n=4, simulations=4, expand_k=2, **STEP),
+    "particle_filter": dict(n=4, **STEP),
 }
 
 

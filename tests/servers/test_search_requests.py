@@ -64,6 +64,7 @@ OVER = {
     "max_tokens": {"strategy": "majority", "max_tokens": 4001},
     "max_step_tokens": {"strategy": "beam", "n": 4, "beam_width": 2, "max_step_tokens": 10**5},
     "max_steps": {"strategy": "dvts", "n": 4, "beam_width": 2, "max_steps": 257},
+    "token_budget": {"strategy": "majority", "token_budget": 65537},
 }
 
 
@@ -73,6 +74,14 @@ def test_an_option_over_its_server_limit_is_refused_by_name(client, option):
         search(client, OVER[option])
     assert refused.value.param == f"tts.{option}"
     assert f"tts.{option} is {OVER[option][option]}" in refused.value.message
+
+
+def test_the_options_of_autos_hard_strategy_are_held_to_the_same_limits(client):
+    options = {"strategy": "auto", "n": 8, "hard": "mcts", "hard_options": {"expand_k": 10**5}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        search(client, options)
+    assert refused.value.param == "tts.hard_options.expand_k"
+    assert "tts.hard_options.expand_k is 100000" in refused.value.message
 
 
 def test_every_option_that_multiplies_work_has_a_limit():

@@ -29,7 +29,7 @@ from tts.data.jsonl import read_records
 from tts.data.progress import warn_demo_model
 from tts.data.units import open_context
 from tts.errors import TTSError
-from tts.search import default_prm, make_strategy
+from tts.search import VOTING, default_prm, make_strategy
 
 WALL = ("wall_seconds", "wall-clock seconds per problem (log scale)")
 
@@ -70,8 +70,8 @@ def run_compare(
     for spec in strategies:
         name, options, ns = parse_strategy(spec)
         for n in ns or base.ns:
-            # Majority voting reads no scores: keep the PRM out of its name.
-            prm = default_prm(name, None if name == "majority" else base.prm)
+            # Voting reads no scores: keep the PRM out of its name.
+            prm = default_prm(name, None if name in VOTING else base.prm)
             update = {"strategy": name, "options": options, "ns": [n], "prm": prm}
             config = base.model_copy(update=update)
             try:

@@ -8,7 +8,10 @@
 - `hf:OWNER/NAME[:SPLIT]`, a Hugging Face dataset (needs network and `pip install tts[hub]`);
 - `synth:TASK:DIFFICULTY[:SIZE]`, a fixed eval set of a synthetic task (`tts.data.synthetic`);
   `synth:TASK:DIFFICULTY:SIZE:train`, the first SIZE training problems (those `tts data synth`
-  writes with seed 0), for making training data from a model's own samples.
+  writes with seed 0), for making training data from a model's own samples;
+  `synth:TASK:DIFFICULTY:SIZE:eval:SEED` or `...:train:SEED`, the same drawn with another seed:
+  fresh held-out problems (eval) that no result or training run has seen, or more training
+  problems. Eval problems never coincide with training problems, whatever the seeds.
 """
 
 from __future__ import annotations
@@ -106,16 +109,17 @@ def _load_synthetic(spec: str) -> list[Problem]:
         task, level, *rest = parts
         difficulty = int(level)
         size, split = (int(rest[0]) if rest else None), (rest[1] if len(rest) > 1 else "eval")
-        if split not in ("eval", "train") or len(rest) > 2 or (split == "train" and size is None):
+        seed = int(rest[2]) if len(rest) > 2 else None
+        if split not in ("eval", "train") or len(rest) > 3 or (split == "train" and size is None):
             raise ValueError
     except ValueError:
         raise TTSError(
-            f"expected synth:TASK:DIFFICULTY[:SIZE] or synth:TASK:DIFFICULTY:SIZE:train, "
-            f"got {spec!r}"
+            "expected synth:TASK:DIFFICULTY[:SIZE], synth:TASK:DIFFICULTY:SIZE:train or "
+            f"synth:TASK:DIFFICULTY:SIZE:eval|train:SEED, got {spec!r}"
         ) from None
     if split == "train":
-        return train_problems(task, difficulty, size)
-    return eval_set(task, difficulty, *([] if size is None else [size]))
+        return train_problems(task, difficulty, size, seed or 0)
+    return eval_set(task, difficulty, *([] if size is None else [size]), seed=seed)
 
 
 def _load_hub(spec: str) -> list[Problem]:

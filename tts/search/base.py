@@ -30,6 +30,11 @@ class StrategyConfig(BaseModel):
     top_k: int = Field(-1, ge=-1, description="most likely tokens kept; -1 keeps all")
     min_p: float = Field(0.0, ge=0, le=1, description="drop tokens below min_p x the top one's")
     seed: int | None = Field(None, description="seed for reproducible samples; None draws afresh")
+    token_budget: int | None = Field(
+        None,
+        ge=1,
+        description="most tokens one solve spends, generated plus scorer tokens; None: no cap",
+    )
     stop: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list,
         max_length=MAX_STOPS - 1,  # a step-level search adds its step delimiter
@@ -76,6 +81,8 @@ class Usage:
 
     prompt_tokens counts every prompt token sent to the backend, cached ones included.
     seconds is wall-clock time from the start of `solve` to its end.
+    token_budget: the strategy's `token_budget` (None: no cap), and budget_exhausted whether
+    the search reached it (its last samples cut short or never drawn).
     """
 
     prompt_tokens: int = 0
@@ -84,6 +91,8 @@ class Usage:
     scorer_calls: int = 0
     scorer_tokens: int = 0
     seconds: float = 0.0
+    token_budget: int | None = None
+    budget_exhausted: bool = False
 
     def add(self, completions: list[Completion]) -> None:
         """Count one `generate` call's completions (n samples each carry the prompt once)."""

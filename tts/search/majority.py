@@ -11,7 +11,7 @@ import time
 
 from pydantic import Field
 
-from tts.engine import Backend
+from tts.engine import Backend, Completion
 from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, pose
 from tts.search.select import vote
 from tts.verifiers import Scorer, extract_answer
@@ -38,18 +38,24 @@ class Majority:
         prompt = pose(backend.tokenizer, problem, self.config.instruction, prompt)
         completions = await backend.generate(prompt, self.config.sampling_params(self.config.n))
         usage.add(completions)
-        answers = [extract_answer(c.text) for c in completions]
-        clusters = vote(answers)
-        share = {i: len(c) / len(answers) for c in clusters for i in c}
-        candidates = [
-            Candidate(c.text, a, share.get(i, 0.0), len(c.token_ids), c.finish_reason)
-            for i, (c, a) in enumerate(zip(completions, answers))
-        ]
-        winner = candidates[clusters[0][0]] if clusters else None
+        result = voted(completions, usage)
         usage.seconds = time.perf_counter() - start
-        return SearchResult(
-            answer=winner.answer if winner else None,
-            text=winner.text if winner else candidates[0].text,
-            candidates=candidates,
-            usage=usage,
-        )
+        return result
+
+
+def voted(completions: list[Completion], usage: Usage) -> SearchResult:
+    """The majority answer of `completions`, each a candidate scored by its answer's vote share."""
+    answers = [extract_answer(c.text) for c in completions]
+    clusters = vote(answers)
+    share = {i: len(c) / len(answers) for c in clusters for i in c}
+    candidates = [
+        Candidate(c.text, a, share.get(i, 0.0), len(c.token_ids), c.finish_reason)
+        for i, (c, a) in enumerate(zip(completions, answers))
+    ]
+    winner = candidates[clusters[0][0]] if clusters else None
+    return SearchResult(
+        answer=winner.answer if winner else None,
+        text=winner.text if winner else candidates[0].text,
+        candidates=candidates,
+        usage=usage,
+    )

@@ -23,12 +23,23 @@ LIMITS = {
     "expand_k": "max_n",
     "concurrency": "max_n",
     "beam_width": "max_n",
+    "probe": "max_n",
     "max_tokens": "max_tokens_limit",
     "max_step_tokens": "max_tokens_limit",
     "max_steps": "max_steps_limit",
+    "token_budget": "max_search_tokens",
 }
-# They change which work is done, not how much.
-NO_LIMIT = ("seed", "virtual_loss", "top_k", "stop_token_ids")
+# They change which work is done, not how much (a wave or warm-up larger than n is n).
+NO_LIMIT = (
+    "seed",
+    "virtual_loss",
+    "top_k",
+    "stop_token_ids",
+    "window",
+    "top_logprobs",
+    "wave",
+    "warmup",
+)
 
 
 class EffortPreset(BaseModel):
@@ -124,12 +135,17 @@ class ServerConfig(BaseModel):
 
     def beyond_limits(self, options: dict[str, Any]) -> tuple[str, str] | None:
         """The first strategy option above the server limit it is held to (LIMITS), as the
-        option's name and a message saying so; None when every option is within its limit."""
+        option's name and a message saying so; None when every option is within its limit.
+        The options of a strategy that another one runs (auto's hard_options) are held to the
+        same limits."""
         for option, limit_name in LIMITS.items():
             value, limit = options.get(option), getattr(self, limit_name)
             if isinstance(value, int) and value > limit:
                 message = f"{option} is {value}; this server allows at most {limit} ({limit_name})"
                 return option, message
+        nested = options.get("hard_options")
+        if isinstance(nested, dict) and (beyond := self.beyond_limits(nested)):
+            return f"hard_options.{beyond[0]}", f"hard_options.{beyond[1]}"
         return None
 
     @property

@@ -149,24 +149,28 @@ def write_sft(
     return written
 
 
-def eval_set(task: str, difficulty: int, size: int = EVAL_SIZE) -> list[Problem]:
+def eval_set(
+    task: str, difficulty: int, size: int = EVAL_SIZE, seed: int | None = None
+) -> list[Problem]:
     """The fixed eval problems of a task and difficulty (`--dataset synth:TASK:D[:SIZE]`), all
-    different; a smaller size gives a prefix of a larger one."""
+    different; a smaller size gives a prefix of a larger one. A `seed` draws another eval set
+    (`synth:TASK:D:SIZE:eval:SEED`), whose ids name the seed; None is the fixed one."""
     _task(task, difficulty)
     if size < 1:
         raise TTSError(f"an eval set needs at least 1 problem, got {size}")
     problems: dict[str, SynthProblem] = {}
     # Small difficulties have few distinct problems; give up rather than loop forever.
     for index in range(50 * size):
-        problem = make_problem(task, difficulty, index, split="eval")
+        problem = make_problem(task, difficulty, index, seed or 0, split="eval")
         problems.setdefault(problem.problem, problem)
         if len(problems) == size:
             break
     else:
         raise TTSError(f"{task} at difficulty {difficulty} has fewer than {size} eval problems")
+    name = f"synth-{task}-{difficulty}" + ("" if seed is None else f"-s{seed}")
     return [
         Problem(
-            f"synth-{task}-{difficulty}-{i}",
+            f"{name}-{i}",
             p.problem,
             p.answer,
             {"task": task, "difficulty": difficulty},

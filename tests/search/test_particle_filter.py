@@ -1,0 +1,65 @@
+"""particle_filter on the table-driven test doubles of toy.py: weights, systematic resampling,
+and a search where the high-weight particle must take over."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import pytest
+
+from tests.search.toy import ToyBackend, ToyScorer
+from tts.search import make_strategy
+from tts.search.particle_filter import particle_weights, systematic_resample
+
+
+def test_weights_are_a_softmax_of_the_scores_log_odds():
+    weights = particle_weights([0.9, 0.5, 0.1], temperature=1.0)
+    # logit 0.9 = ln 9: the odds 9 : 1 : 1/9, normalised.
+    assert weights == pytest.approx([81 / 91, 9 / 91, 1 / 91])
+    assert particle_weights([0.9, 0.5], temperature=1e-3)[0] == pytest.approx(1.0)
+    assert particle_weights([0.9, 0.5], temperature=1e3) == pytest.approx([0.5, 0.5], abs=1e-2)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_systematic_resampling_gives_each_particle_floor_or_ceil_of_n_times_its_weight(seed):
+    weights = [0.55, 0.3, 0.1, 0.05]
+    copies = Counter(systematic_resample(weights, 8, random.Random(seed)))
+    for index, weight in enumerate(weights):
+        assert int(8 * weight) <= copies[index] <= int(8 * weight) + 1
+    assert sum(copies.values()) == 8
+
+
+TABLE = {
+    (): ["good", "bad"],
+    ("good",): ["sure \\boxed{1}"],
+    ("bad",): ["wrong \\boxed{2}"],
+}
+
+
+def test_resampling_keeps_the_high_weight_particle():
+    backend, scorer = ToyBackend(TABLE), ToyScorer({"good": 0.99, "bad": 0.01})
+    strategy = make_strategy("particle_filter", n=2, seed=0)
+    result = asyncio.run(strategy.solve("toy", backend, scorer))
+    # Both particles descend from "good": one call extends it twice; "bad" is never extended.
+    assert [(steps, params.n) for steps, params in backend.calls] == [((), 2), (("good",), 2)]
+    assert [c.answer for c in result.candidates] == ["1", "1"] and result.answer == "1"
+    assert result.usage.scorer_calls == 4
+
+
+def test_a_finished_particle_stays_in_the_draw_with_its_weight():
+    table = {(): ["done \\boxed{3}", "step"], ("step",): ["end \\boxed{4}"]}
+    scores = {"done \\boxed{3}": 0.99, "step": 0.01}
+    result = asyncio.run(
+        make_strategy("particle_filter", n=4, seed=0).solve(
+            "toy", ToyBackend(table), ToyScorer(scores)
+        )
+    )
+    # The finished solution takes every copy: nothing is left to extend.
+    assert [c.answer for c in result.candidates] == ["3"] * 4
+
+
+def test_particle_filter_needs_a_scorer():
+    with pytest.raises(Exception, match="process reward model"):
+        asyncio.run(make_strategy("particle_filter", n=2).solve("toy", ToyBackend(TABLE)))

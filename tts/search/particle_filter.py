@@ -1,0 +1,107 @@
+"""Particle filtering over reasoning steps (Puri et al., 2025, "A Probabilistic Inference
+Approach to Inference-Time Scaling of LLMs using Particle-Based Monte Carlo Methods").
+
+Search treats the PRM's scores as ground truth and keeps only the best prefixes, so one early
+misjudgement prunes the right answer for good. Particle filtering treats them as noisy evidence:
+n particles (partial solutions) are extended one step at a time; each is weighted by its PRM
+score, as softmax(logit(score) / `resample_temperature`) over the particles (their Algorithm 1,
+with the PRM's probability read as a likelihood through its log-odds); then n particles are drawn
+with replacement by those weights (systematic resampling: one uniform offset, n evenly spaced
+points, so a particle with weight w gets floor(n w) or ceil(n w) copies and the draw adds little
+noise), and each copy of an unfinished particle is extended by its own sampled next step. A
+finished particle keeps its final weight and stays in the draw, so good solutions multiply and
+bad ones die out; the search ends when every particle has finished. The answer is chosen among
+the final particles (copies count again, as the particle approximation of the posterior) by
+`selection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections import Counter
+
+from pydantic import Field
+
+from tts.engine import Backend
+from tts.search.base import SearchResult
+from tts.search.select import Selection
+from tts.search.steps import StepConfig, StepSearch
+from tts.search.tree import Node
+from tts.seeds import derive_seed
+from tts.verifiers import Scorer
+
+
+class ParticleFilterConfig(StepConfig):
+    """N = n particles."""
+
+    resample_temperature: float = Field(
+        1.0, gt=0, description="softmax temperature of the weights; lower follows the PRM harder"
+    )
+    selection: Selection = Field("weighted", description="final pick: best|weighted|majority")
+
+
+def particle_weights(scores: list[float], temperature: float) -> list[float]:
+    """softmax(logit(score) / temperature): PRM probabilities as normalised particle weights."""
+    logits = [_logit(score) / temperature for score in scores]
+    top = max(logits)
+    exps = [math.exp(logit - top) for logit in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def systematic_resample(weights: list[float], n: int, rng: random.Random) -> list[int]:
+    """n indices drawn by `weights` with one uniform offset (Kitagawa, 1996): index i is drawn
+    floor(n w_i) or ceil(n w_i) times."""
+    offset = rng.random() / n
+    picks, cumulative, index = [], weights[0], 0
+    for k in range(n):
+        point = offset + k / n
+        while point > cumulative and index < len(weights) - 1:
+            index += 1
+            cumulative += weights[index]
+        picks.append(index)
+    return picks
+
+
+class ParticleFilter:
+    def __init__(self, config: ParticleFilterConfig) -> None:
+        self.config = config
+
+    async def solve(
+        self,
+        problem: str,
+        backend: Backend,
+        scorer: Scorer | None = None,
+        prompt: str | None = None,
+    ) -> SearchResult:
+        config = self.config
+        search = StepSearch(config, problem, backend, scorer, prompt)
+        seed = derive_seed(config.seed, "resample")
+        rng = random.Random(seed)
+        particles = await search.expand(search.tree.root, config.n)
+        await search.score(particles)
+        while not all(node.terminal for node in particles):
+            weights = particle_weights(
+                [node.score for node in particles], config.resample_temperature
+            )
+            copies = Counter(systematic_resample(weights, config.n, rng))
+            finished: list[Node] = []
+            growing: list[tuple[Node, int]] = []
+            for index, count in sorted(copies.items()):
+                node = particles[index]
+                if node.terminal:
+                    finished += [node] * count
+                else:
+                    growing.append((node, count))
+            expansions = await asyncio.gather(*(search.expand(node, k) for node, k in growing))
+            children = [child for group in expansions for child in group]
+            await search.score(children)
+            particles = finished + children
+        return search.result(particles)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-7), 1 - 1e-7)
+    return math.log(p / (1 - p))
