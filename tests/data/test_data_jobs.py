@@ -236,6 +236,22 @@ def test_binary_estimation_finds_the_first_bad_step_full_estimation_finds_for_le
         read_stepwise(binary, "soft")
 
 
+def test_outcome_estimation_labels_only_the_last_step_and_samples_no_completions(tmp_path, capsys):
+    out = tmp_path / "outcome.jsonl"
+    common = ["shepherd", *ARITH, "--limit", "6", "--n", "3", "--k", "4", "--out", str(out)]
+    printed = run(capsys, *common, "--estimation", "outcome")
+    records = read_records(out)
+    assert records and any(r["meta"]["correct"] for r in records)
+    for record in records:
+        labels = record["labels"]
+        assert labels[:-1] == [None] * (len(labels) - 1)
+        assert labels[-1] == record["meta"]["correct"] and "scores" not in record
+    assert sum(s["completion_tokens"] for s in stats(out)) == 0  # no step completions
+    assert "outcome labels" in printed and "agreement with" not in printed
+    rows = read_stepwise(out, "hard")
+    assert all(targets[-1] in (0.0, 1.0) and targets[0] is None for *_, targets in rows)
+
+
 KILLED = {
     "reject": ["--n", "6", "--limit", "12"],
     "difficulty": ["--n", "6", "--limit", "12"],

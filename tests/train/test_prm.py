@@ -171,6 +171,21 @@ def test_a_min_form_implicit_prm_trains_and_scores_no_step_above_an_earlier_one(
     assert max(scores) - min(scores) > 1e-3
 
 
+def test_outcome_labels_train_at_the_last_step_only(tmp_path, labels):
+    outcome = tmp_path / "outcome.jsonl"
+    lines = []
+    for line in labels.read_text().splitlines():
+        record = json.loads(line)
+        record["labels"] = [None] * (len(record["labels"]) - 1) + record["labels"][-1:]
+        lines.append(json.dumps(record))
+    outcome.write_text("\n".join(lines) + "\n")
+    implicit = {"objective": "implicit", "input": "policy", "beta": 1.0, "lr": 1e-4}
+    result = train_prm(load_config(recipe(tmp_path, outcome, **implicit)))
+    assert result["train_steps"] == result["train_solutions"]  # one labelled step each
+    losses = [r["loss"] for r in training_log(tmp_path) if "loss" in r]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
 def test_killed_training_resumes_to_the_same_weights(tmp_path, labels):
     train_prm(load_config(recipe(tmp_path / "a", labels)))
     killed_recipe = recipe(tmp_path / "b", labels)
@@ -188,6 +203,9 @@ def test_bad_input_is_named(tmp_path, labels):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "completions": ["a", "b"], "labels": [true]}\n')
     with pytest.raises(TTSError, match="bad.jsonl, line 1: expected prompt"):
+        train_prm(load_config(recipe(tmp_path, bad)))
+    bad.write_text('{"prompt": "p", "completions": ["a", "b"], "labels": [null, null]}\n')
+    with pytest.raises(TTSError, match="bad.jsonl, line 1: .* at least one is not null"):
         train_prm(load_config(recipe(tmp_path, bad)))
     with pytest.raises(TTSError, match="implicit scores the policy's own text; set input: policy"):
         load_config(recipe(tmp_path, labels, objective="implicit"))

@@ -22,6 +22,13 @@ over its steps finds the first prefix from which none of `k` completions reaches
 answer, in about log2(steps) probes instead of one per step. It writes no soft scores (only the
 probed steps have one).
 
+`--estimation outcome` samples no completions: only the last step is labelled, by the
+solution's correctness, and the others are left unlabelled (null), which the PRM trainer
+skips. These are an outcome reward model's labels (Cobbe et al., 2021, "Training Verifiers to
+Solve Math Word Problems"), the cheapest any task with a final answer gives; an implicit PRM
+trained on them still scores every step (Yuan et al., 2024, "Free Process Rewards without
+Process Labels").
+
 Every step prefix extends the one before it, so the steps of one solution run one after
 another: each asks the backend for the previous prefix plus one step, which its prefix cache
 serves from the blocks the last request left. The summary reports the share of the step
@@ -54,8 +61,10 @@ from tts.verifiers import extract_answer
 class ShepherdConfig(JobConfig):
     n: int = Field(4, ge=1, description="solutions sampled and labelled per problem")
     k: int = Field(8, ge=1, description="completions sampled after each step to label it")
-    estimation: Literal["full", "binary"] = Field(
-        "full", description="label every step (hard and soft), or binary-search the first bad one"
+    estimation: Literal["full", "binary", "outcome"] = Field(
+        "full",
+        description="label every step (hard and soft), binary-search the first bad one, or "
+        "label only the last step by the outcome (no completions)",
     )
     step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a step")
     max_steps: int = Field(40, ge=1, description="solutions with more steps are skipped")
@@ -116,10 +125,12 @@ async def label_steps(
     config: ShepherdConfig,
     context: Context,
     usage: Usage,
-) -> tuple[list[bool], list[float] | None]:
-    """Hard labels of every step but the last of solution `index`, and the soft ones (None
-    with binary estimation)."""
+) -> tuple[list[bool | None], list[float] | None]:
+    """Hard labels of every step but the last of solution `index` (None: unlabelled, with
+    outcome estimation), and the soft ones (None unless full estimation)."""
     intermediate = len(steps) - 1
+    if config.estimation == "outcome":
+        return [None] * intermediate, None
     if config.estimation == "full":
         soft = [
             await reaches_gold(problem, prompt, index, steps, i, config, context, usage)
@@ -187,8 +198,8 @@ async def process(problem: Problem, config: ShepherdConfig, context: Context) ->
         records.append(record | {"meta": meta})
     stats |= {
         "labelled": len(records),
-        "steps": sum(len(r["labels"]) for r in records),
-        "positive": sum(sum(r["labels"]) for r in records),
+        "steps": sum(label is not None for r in records for label in r["labels"]),
+        "positive": sum(label is True for r in records for label in r["labels"]),
         "soft_sum": sum(sum(r.get("scores", [])) for r in records),
         "completion_tokens": usage.completion_tokens,
         "prompt_tokens": usage.prompt_tokens,
@@ -212,6 +223,8 @@ def agreement(records: list[dict[str, Any]]) -> dict[str, int] | None:
     for record in records:
         checker = record["meta"]["checker"][:-1]
         for truth, label in zip(checker, record["labels"]):
+            if label is None:
+                continue
             counts[f"{'right' if truth else 'wrong'}_hard_{'right' if label else 'wrong'}"] += 1
         for truth, score in zip(checker, record.get("scores", [])):
             counts["soft_agree"] += (score >= 0.5) == truth
@@ -220,11 +233,11 @@ def agreement(records: list[dict[str, Any]]) -> dict[str, int] | None:
 
 def summarize(config: ShepherdConfig, stats: list[dict[str, Any]]) -> list[str]:
     total = {key: sum(s[key] for s in stats) for key in stats[0] if key != "agreement"}
-    soft = (
-        f", mean soft score {_share(total['soft_sum'], total['steps'])}"
-        if config.estimation == "full"
-        else " (binary search for the first bad step)"
-    )
+    soft = {
+        "full": f", mean soft score {_share(total['soft_sum'], total['steps'])}",
+        "binary": " (binary search for the first bad step)",
+        "outcome": " (outcome labels: the last step of each solution only)",
+    }[config.estimation]
     lines = [
         f"{len(stats)} problems, {total['solutions']:,} solutions sampled; "
         f"{total['labelled']:,} labelled ({total['truncated']:,} truncated, "
@@ -236,6 +249,8 @@ def summarize(config: ShepherdConfig, stats: list[dict[str, Any]]) -> list[str]:
         f"cache ({_share(total['cached_tokens'], total['prompt_tokens'])})",
     ]
     checked = [s["agreement"] for s in stats if s["agreement"] is not None]
+    if config.estimation == "outcome":
+        checked = []  # no intermediate step is labelled
     if checked:
         c = {key: sum(a[key] for a in checked) for key in checked[0]}
         right = c["right_hard_right"] + c["right_hard_wrong"]

@@ -182,7 +182,8 @@ def train_prm(config: PRMConfig) -> dict[str, object]:
             ids, positions, kept, start = example
             hard = [float(t > 0) for t in kept]
             evaluation.append((ids, positions, hard, start))
-            eval_rows.append((key, steps, hard))
+            # Sibling pairs compare steps by index: only solutions labelled at every step.
+            eval_rows.append((key, steps, hard if len(hard) == len(steps) else []))
     train = [example for example in train if example[1]]
     if not train:
         raise TTSError(f"{config.data}: no labelled steps left to train on")

@@ -20,8 +20,9 @@ from tts.verifiers.prm.token import encode_policy_text, encode_stepwise
 Example = tuple[list[int], list[int], list[float], int]
 
 
-def read_stepwise(path: Path, targets: str) -> list[tuple[str, str, list[str], list[float]]]:
-    """(problem key, prompt, steps, targets) per record; a malformed line is a one-line error."""
+def read_stepwise(path: Path, targets: str) -> list[tuple[str, str, list[str], list[float | None]]]:
+    """(problem key, prompt, steps, targets) per record, None for a step left unlabelled (outcome
+    labels label the last step only); a malformed line is a one-line error."""
     rows = []
     for number, row in iter_jsonl(path):
         prompt, steps, labels = row.get("prompt"), row.get("completions"), row.get("labels")
@@ -44,8 +45,15 @@ def read_stepwise(path: Path, targets: str) -> list[tuple[str, str, list[str], l
                 f"{path}, line {number}: expected prompt, completions [step, ...] and one "
                 f"{wanted} entry per step"
             )
+        if not all(s is None or isinstance(s, (bool, int, float)) for s in scores) or all(
+            s is None for s in scores
+        ):
+            raise TTSError(
+                f"{path}, line {number}: each label is a number, true/false, or null for a step "
+                "left unlabelled, and at least one is not null"
+            )
         key = (row.get("meta") or {}).get("problem_id", prompt)
-        rows.append((key, prompt, steps, [float(s) for s in scores]))
+        rows.append((key, prompt, steps, [None if s is None else float(s) for s in scores]))
     if not rows:
         raise TTSError(f"{path} has no labelled solutions")
     return rows
@@ -62,13 +70,13 @@ def encode(
     tokenizer: PreTrainedTokenizerBase,
     prompt: str,
     steps: list[str],
-    targets: list[float],
+    targets: list[float | None],
     step_separator: str,
     max_length: int,
     prompt_template: str | None,
 ) -> Example:
-    """One example, cut to `max_length` (steps that end beyond it lose their target): TRL's
-    piecewise input, or with a `prompt_template` the policy's own text."""
+    """One example, cut to `max_length` (steps that end beyond it lose their target; unlabelled
+    steps have none): TRL's piecewise input, or with a `prompt_template` the policy's own text."""
     start = 0
     if prompt_template is None:
         ids, positions = encode_stepwise(tokenizer, prompt, steps, step_separator)
@@ -76,7 +84,7 @@ def encode(
         ids, positions, start = encode_policy_text(
             tokenizer, prompt, steps, step_separator, prompt_template
         )
-    kept = [(p, t) for p, t in zip(positions, targets) if p < max_length]
+    kept = [(p, t) for p, t in zip(positions, targets) if p < max_length and t is not None]
     return ids[:max_length], [p for p, _ in kept], [t for _, t in kept], start
 
 
