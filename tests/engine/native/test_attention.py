@@ -47,6 +47,20 @@ CASES = {
     ),
     "alone": ([1, 1], [5, 2], [[3, 4], [5]]),
     "scattered": ([1, 1, 1], [14, 15, 13], [[9, 2, 5, 11], [9, 2, 5, 12], [9, 2, 5, 13]]),
+    # Short chunks of several lengths and contexts (drafts being verified, a short prompt), which
+    # attend together, padded, beside a decode query and a long prefill chunk.
+    "short": (
+        [5, 1, 3, 2, 4, 20],
+        [13, 9, 30, 3, 4, 22],
+        [
+            [0, 1, 2, 3],
+            [4, 5, 6],
+            [7, 8, 9, 10, 11, 12, 13, 14],
+            [15],
+            [22],
+            [16, 17, 18, 19, 20, 21],
+        ],
+    ),
 }
 
 

@@ -11,7 +11,10 @@ queries attend to the shared prefix together, as one matrix product over keys ga
 instead of each sequence gathering its own copy of them (cascade attention, as in FlashInfer
 and vLLM's cascade kernels: the prefix and the own part are two softmax pieces merged exactly).
 Each sequence's own part, the blocks after its group's prefix, is gathered into one padded batch.
-Prefill chunks attend one sequence at a time with PyTorch's fused attention.
+Prefill chunks attend one sequence at a time with PyTorch's fused attention, but for short ones
+(a speculative draft being verified, the last tokens of a prompt found in the prefix cache):
+those attend together, in one fused call over their padded contexts, since a call per sequence
+would cost more than the few tokens it computes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+# Chunks of at most this many new tokens attend together (`ShortChunks`); longer ones alone.
+SHORT_CHUNK = 16
 
 
 @dataclass
@@ -54,21 +60,41 @@ class DecodePlan:
 @dataclass
 class PrefillSpan:
     """q_len new tokens from row `start` of the flat batch, the last of ctx_len context keys
-    that live in `blocks` [ceil(ctx_len / block_size)] int64."""
+    that live in `blocks` [ceil(ctx_len / block_size)] int64. `mask` [q_len, ctx_len] bool says
+    which keys each query sees, None when they are all new (plain causal attention)."""
 
     start: int
     q_len: int
     ctx_len: int
     blocks: torch.Tensor
+    mask: torch.Tensor | None
+
+
+@dataclass
+class ShortChunks:
+    """Chunks of 2 to SHORT_CHUNK new tokens, C of them, attending together; Q is the longest.
+
+    rows: [C, Q] int64, each chunk's rows in the flat batch, padded by repeating its last.
+    valid: [C, Q] bool, the rows that are not padding; targets: rows[valid].
+    blocks: [C, B] int64, each chunk's blocks, right-padded with block 0.
+    mask: [C, 1, Q, B * block_size] bool, the keys each query sees (its position and before).
+    """
+
+    rows: torch.Tensor
+    valid: torch.Tensor
+    targets: torch.Tensor
+    blocks: torch.Tensor
+    mask: torch.Tensor
 
 
 @dataclass
 class AttentionMetadata:
     """slot_mapping: [T] int64, the cache slot (block_id * block_size + offset) of each new
-    token of the flat batch; then the decode plan and the prefill spans."""
+    token of the flat batch; then the decode plan, the short chunks and the prefill spans."""
 
     slot_mapping: torch.Tensor
     decode: DecodePlan | None
+    short: ShortChunks | None
     prefills: list[PrefillSpan]
 
     @classmethod
@@ -97,10 +123,22 @@ class AttentionMetadata:
                 q_len,
                 context_lens[i],
                 _tensor(block_tables[i][: -(-context_lens[i] // block_size)], device),
+                _causal_mask(q_len, context_lens[i], device) if q_len < context_lens[i] else None,
             )
             for i, q_len in enumerate(query_lens)
-            if q_len > 1
+            if q_len > SHORT_CHUNK
         ]
+        short = [i for i, q_len in enumerate(query_lens) if 1 < q_len <= SHORT_CHUNK]
+        short_chunks = None
+        if short:
+            short_chunks = _short_chunks(
+                [starts[i] for i in short],
+                [query_lens[i] for i in short],
+                [context_lens[i] for i in short],
+                [block_tables[i] for i in short],
+                block_size,
+                device,
+            )
         decode = None
         if decoding:
             decode = _decode_plan(
@@ -110,11 +148,47 @@ class AttentionMetadata:
                 block_size,
                 device,
             )
-        return cls(_tensor(slots, device), decode, prefills)
+        return cls(_tensor(slots, device), decode, short_chunks, prefills)
 
 
 def _tensor(data: list, device: torch.device) -> torch.Tensor:
     return torch.tensor(data, dtype=torch.int64, device=device)
+
+
+def _short_chunks(
+    starts: list[int],
+    query_lens: list[int],
+    context_lens: list[int],
+    tables: list[list[int]],
+    block_size: int,
+    device: torch.device,
+) -> ShortChunks:
+    """The short chunks' metadata, from their flat-batch starts, lengths and block tables."""
+    width = max(query_lens)
+    used = [table[: -(-ctx_len // block_size)] for table, ctx_len in zip(tables, context_lens)]
+    num_blocks = max(len(blocks) for blocks in used)
+    # Padding repeats a chunk's last query, so that no row of the mask is empty.
+    offsets = [[min(j, q_len - 1) for j in range(width)] for q_len in query_lens]
+    rows = _tensor([[s + o for o in row] for s, row in zip(starts, offsets)], device)
+    positions = _tensor(
+        [[c - q + o for o in row] for c, q, row in zip(context_lens, query_lens, offsets)],
+        device,
+    )
+    valid = torch.arange(width, device=device) < _tensor(query_lens, device)[:, None]
+    keys = torch.arange(num_blocks * block_size, device=device)
+    return ShortChunks(
+        rows=rows,
+        valid=valid,
+        targets=rows[valid],
+        blocks=_tensor([b + [0] * (num_blocks - len(b)) for b in used], device),
+        mask=(keys[None, None, :] <= positions[:, :, None]).unsqueeze(1),
+    )
+
+
+def _causal_mask(q_len: int, ctx_len: int, device: torch.device) -> torch.Tensor:
+    """[q_len, ctx_len] bool: the query at position p (the last q_len of ctx_len) sees keys 0-p."""
+    q_pos = torch.arange(ctx_len - q_len, ctx_len, device=device)
+    return torch.arange(ctx_len, device=device)[None, :] <= q_pos[:, None]
 
 
 def _decode_plan(
@@ -190,10 +264,29 @@ def paged_attention(
     if meta.decode is not None:
         rows = meta.decode.rows
         out[rows] = decode_attention(q[rows], k_cache, v_cache, meta.decode, scale).to(q.dtype)
+    if meta.short is not None:
+        out[meta.short.targets] = _short_attention(q, k_cache, v_cache, meta.short, scale)
     for span in meta.prefills:
         rows = slice(span.start, span.start + span.q_len)
         out[rows] = _prefill_attention(q[rows], k_cache, v_cache, span, scale)
     return out
+
+
+def _short_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    chunks: ShortChunks,
+    scale: float,
+) -> torch.Tensor:
+    """The short chunks' queries (q is the whole flat batch [T, Hq, D]) in one fused call;
+    [len(targets), Hq, D]."""
+    k = k_cache[chunks.blocks].flatten(1, 2).transpose(1, 2)  # [C, Hkv, B * block_size, D]
+    v = v_cache[chunks.blocks].flatten(1, 2).transpose(1, 2)
+    o = F.scaled_dot_product_attention(
+        q[chunks.rows].transpose(1, 2), k, v, attn_mask=chunks.mask, scale=scale, enable_gqa=True
+    )
+    return o.transpose(1, 2)[chunks.valid]
 
 
 def _gather(cache: torch.Tensor, blocks: slice | torch.Tensor) -> torch.Tensor:
@@ -263,19 +356,15 @@ def _prefill_attention(
     scale: float,
 ) -> torch.Tensor:
     """q [q_len, Hq, D], the last q_len positions of a context of ctx_len keys, causally."""
-    q_len, ctx_len = span.q_len, span.ctx_len
+    ctx_len = span.ctx_len
     k = k_cache[span.blocks].flatten(0, 1)[:ctx_len].transpose(0, 1)
     v = v_cache[span.blocks].flatten(0, 1)[:ctx_len].transpose(0, 1)
-    mask = None
-    if q_len < ctx_len:
-        q_pos = torch.arange(ctx_len - q_len, ctx_len, device=q.device)
-        mask = torch.arange(ctx_len, device=q.device)[None, :] <= q_pos[:, None]
     o = F.scaled_dot_product_attention(
         q.transpose(0, 1),
         k,
         v,
-        attn_mask=mask,
-        is_causal=q_len == ctx_len,
+        attn_mask=span.mask,
+        is_causal=span.mask is None,
         scale=scale,
         enable_gqa=True,
     )
