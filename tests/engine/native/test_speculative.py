@@ -223,6 +223,18 @@ def test_a_draft_takes_only_free_blocks():
     assert scheduler.cache.stats()["blocks_cached"] == 6
 
 
+def test_no_drafts_while_more_sequences_run_than_speculative_max_batch():
+    scheduler = Scheduler(64, 4, 8, 64, drafter=ScriptedDrafter([9]), speculative_max_batch=2)
+    for index in range(3):
+        scheduler.add([Sequence(index, [1, 2, 3], 3, SamplingParams())])
+    scheduler.postprocess(scheduler.schedule(), [[[4]]] * 3)  # three prefills
+    batch = scheduler.schedule()
+    assert [chunk.draft for chunk in batch.chunks] == [[], [], []]
+    scheduler.postprocess(batch, [[[5]]] * 3)
+    scheduler.finish(scheduler.running[0])
+    assert [chunk.draft for chunk in scheduler.schedule().chunks] == [[9], [9]]
+
+
 def test_a_stop_inside_a_kept_draft_drops_the_tokens_after_it(tiny_llama):
     core = core_of(tiny_llama, speculative_tokens=4)
     stop_token = 7
