@@ -4,6 +4,7 @@ where the right choice at every step is known."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -143,3 +144,36 @@ def test_beam_width_must_divide_n():
 def test_options_that_no_search_can_use_are_refused(options):
     with pytest.raises(TTSError, match=next(iter(options))):
         make_strategy("mcts", **options)
+
+
+class Confident(ToyBackend):
+    """ToyBackend whose samples carry log-probabilities: -1 per token, -5 per token of a step
+    written with "?" (the policy was unsure of it)."""
+
+    async def generate(self, prompt, params):
+        completions = await super().generate(prompt, params)
+        for c in completions:
+            cost = -5.0 if "?" in c.text else -1.0
+            c.logprobs = [{token: cost} for token in c.token_ids] if params.logprobs == 0 else None
+        return completions
+
+
+def test_confidence_weight_lets_the_policy_overrule_a_fooled_prm():
+    # The PRM prefers the unsure solution (.6 vs .5); its tokens cost 5 nats each, not 1.
+    table = {(): ["sure \\boxed{1}", "unsure? \\boxed{2}"]}
+    scores = {"sure \\boxed{1}": 0.5, "unsure? \\boxed{2}": 0.6}
+    options = dict(n=2, aggregation="last")
+    plain = asyncio.run(
+        make_strategy("best_of_n", **options).solve("toy", Confident(table), ToyScorer(scores))
+    )
+    assert plain.answer == "2"
+    backend = Confident(table)
+    both = asyncio.run(
+        make_strategy("best_of_n", confidence_weight=1.0, **options).solve(
+            "toy", backend, ToyScorer(scores)
+        )
+    )
+    assert backend.calls[0][1].logprobs == 0
+    # 0.6 x exp(1 x (-10 - -2)) is far below 0.5 x exp(0).
+    assert both.answer == "1"
+    assert [c.score for c in both.candidates] == pytest.approx([0.5, 0.6 * math.exp(-8)])

@@ -4,16 +4,23 @@
 Solve Math Word Problems"); `weighted_best_of_n` sums the scores of solutions that reach the same
 answer and answers with the heaviest (Li et al., 2023). A solution's steps are its text split at
 the step delimiter, scored by a process reward model and aggregated to one number.
+
+With `confidence_weight` > 0 the policy's own confidence joins the PRM's: a solution scores
+PRM^prm_weight x exp(confidence_weight x (log pi(solution) - the best log pi among the n)), a
+product of experts of the verifier and the policy's likelihood (the sum of its sampled tokens'
+log-probabilities, DeepConf's signal at the scale of the whole trace). The two err differently:
+the PRM misjudges steps it cannot check, the policy is unsure where it slipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 from pydantic import Field
 
-from tts.engine import Backend
+from tts.engine import Backend, Completion
 from tts.errors import TTSError
 from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, pose
 from tts.search.select import Selection, select
@@ -27,6 +34,10 @@ class BestOfNConfig(StrategyConfig):
         "last", description="per-step scores to one: last|min|prod|mean"
     )
     selection: Selection = Field("best", description="final pick: best|weighted|majority")
+    prm_weight: float = Field(1.0, ge=0, description="exponent of the PRM's aggregated score")
+    confidence_weight: float = Field(
+        0.0, ge=0, description="weight of the policy's log-likelihood in each score; 0: off"
+    )
 
 
 class WeightedBestOfNConfig(BestOfNConfig):
@@ -49,7 +60,10 @@ class BestOfN:
         config = self.config
         start, usage = time.perf_counter(), Usage()
         prompt = pose(backend.tokenizer, problem, config.instruction, prompt)
-        completions = await backend.generate(prompt, config.sampling_params(config.n))
+        logprobs = 0 if config.confidence_weight else None
+        completions = await backend.generate(
+            prompt, config.sampling_params(config.n, logprobs=logprobs)
+        )
         usage.add(completions)
         steps = [
             [step for step in c.text.split(config.step_delimiter) if step.strip()] or [c.text]
@@ -58,16 +72,26 @@ class BestOfN:
         scores = await asyncio.gather(*(scorer.score(problem, s) for s in steps))
         usage.scorer_calls += len(steps)
         usage.scorer_tokens += sum(scorer_tokens(scorer, problem, s) for s in steps)
+        likelihoods = [log_likelihood(c) for c in completions]
+        best = max(likelihoods)
         candidates = [
             Candidate(
                 c.text,
                 extract_answer(c.text),
-                aggregate(s, config.aggregation),
+                aggregate(s, config.aggregation) ** config.prm_weight
+                * math.exp(config.confidence_weight * (likelihood - best)),
                 len(c.token_ids),
                 c.finish_reason,
             )
-            for c, s in zip(completions, scores)
+            for c, s, likelihood in zip(completions, scores, likelihoods)
         ]
         chosen = select(candidates, config.selection)
         usage.seconds = time.perf_counter() - start
         return SearchResult(chosen.answer, chosen.text, candidates, usage=usage)
+
+
+def log_likelihood(completion: Completion) -> float:
+    """log pi of the sampled tokens, from the logprobs the backend returned (0 without them)."""
+    return sum(
+        entry[token] for entry, token in zip(completion.logprobs or [], completion.token_ids)
+    )

@@ -1,0 +1,165 @@
+"""The test-time-compute frontier on fresh problems: can a strategy get past the vote?
+
+    python benchmarks/search_frontier.py [--prm builtin] [--dataset synth:arith:3:300:eval:27]
+        [--work runs/search-frontier] [--strategies SPEC ...]
+
+One `tts compare` run (resumable in WORK) on held-out `arith:3` problems drawn with a seed no
+training run used: majority voting at 4, 16 and 64 samples beside the strategies that try to do
+better with the same compute (weighted best-of-N, beam, MCTS, particle filtering with the PRM;
+DeepConf and adaptive self-consistency from the policy's own samples; auto, which picks per
+problem), each at budgets of 4 to 64 samples' worth. Generated tokens count what the model
+wrote; the tokens the PRM read are beside them (`scorer_tokens`).
+
+Writes benchmarks/results/search_frontier.json: every row (accuracy, tokens, scorer tokens,
+seconds, pass@n), majority@64's accuracy, pass@16, the best accuracy within majority@16's
+generated tokens and the strategy that reached it, paired against majority@64 on the same
+problems (the difference with a 95% bootstrap interval), the tokens the best strategy needs to
+match majority@64 (as a share of majority@64's), and auto against the best fixed strategy at
+each budget; and search_frontier.png (accuracy against tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tts.bench.compare import run_compare
+from tts.bench.report import format_table
+from tts.bench.run import BenchConfig
+from tts.data.jsonl import read_records
+
+ONLINE = "deepconf:window=8,top_logprobs=5,warmup=4,keep=0.5"
+STRATEGIES = [
+    "majority@4,16,64",
+    "adaptive_majority@16,64",
+    f"{ONLINE}@16,64",
+    "deepconf:mode=offline,window=8,top_logprobs=5,keep=0.5@16,64",
+    "weighted_best_of_n:aggregation=min@4,16",
+    "beam@4,16",
+    "mcts@4,16",
+    "particle_filter@4,8,16",
+    "auto@8,16,64",
+]
+
+
+def family(label: str) -> str:
+    return label.split("[")[0]
+
+
+def paired(records: list[dict[str, Any]], a: tuple[str, int], b: tuple[str, int]) -> dict:
+    """Accuracy of row `a` minus row `b` on the problems both solved, with a 95% bootstrap
+    interval over problems (10,000 resamples, seed 0)."""
+    correct: dict[tuple[str, int], dict[str, bool]] = defaultdict(dict)
+    for r in records:
+        correct[r["strategy"], r["n"]][r["problem_id"]] = r["correct"]
+    shared = sorted(correct[a].keys() & correct[b].keys())
+    diff = np.array([correct[a][p] - correct[b][p] for p in shared], dtype=float)
+    rng = np.random.default_rng(0)
+    means = diff[rng.integers(0, len(diff), (10_000, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"difference": diff.mean(), "ci95": [low, high], "problems": len(shared)}
+
+
+def verdict(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's figures from the compare rows and the per-problem records."""
+    vote = {r["n"]: r for r in rows if family(r["strategy"]) == "majority"}
+    budget = vote[16]["tokens"]
+    within = [r for r in rows if r["tokens"] <= budget]
+    best = max(within, key=lambda r: (r["accuracy"], -r["tokens"]))
+    matching = [
+        r
+        for r in rows
+        if family(r["strategy"]) == family(best["strategy"])
+        and r["accuracy"] >= vote[64]["accuracy"]
+    ]
+    cheapest = min(matching, key=lambda r: r["tokens"], default=None)
+    auto_vs_best = {}
+    for n in sorted({r["n"] for r in rows if family(r["strategy"]) == "auto"}):
+        auto = next(r for r in rows if family(r["strategy"]) == "auto" and r["n"] == n)
+        fixed = [r for r in rows if family(r["strategy"]) != "auto" and r["n"] == n]
+        top = max(fixed, key=lambda r: r["accuracy"], default=None)
+        auto_vs_best[str(n)] = {
+            "auto_accuracy": auto["accuracy"],
+            "auto_tokens": auto["tokens"],
+            "best_fixed": f"{top['strategy']} n={n}" if top else None,
+            "best_fixed_accuracy": top["accuracy"] if top else None,
+            "best_fixed_tokens": top["tokens"] if top else None,
+            "auto_at_or_above": bool(top and auto["accuracy"] >= top["accuracy"]),
+        }
+    return {
+        "majority_16_accuracy": vote[16]["accuracy"],
+        "majority_16_tokens": budget,
+        "majority_64_accuracy": vote[64]["accuracy"],
+        "majority_64_tokens": vote[64]["tokens"],
+        "pass_at_16": vote[16]["pass@n"],
+        "pass_at_64": vote[64]["pass@n"],
+        "best_strategy": f"{best['strategy']} n={best['n']}",
+        "best_accuracy_at_majority16_tokens": best["accuracy"],
+        "best_tokens": best["tokens"],
+        "best_scorer_tokens": best["scorer_tokens"],
+        "best_vs_majority_64": paired(
+            records, (best["strategy"], best["n"]), (vote[64]["strategy"], 64)
+        ),
+        "tokens_to_match_majority_64": (
+            cheapest["tokens"] / vote[64]["tokens"] if cheapest else None
+        ),
+        "auto_vs_best_fixed": auto_vs_best,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="builtin")
+    parser.add_argument("--prm", default="builtin")
+    parser.add_argument("--dataset", default="synth:arith:3:300:eval:27")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
+    parser.add_argument("--work", type=Path, default=Path("runs/search-frontier"))
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    base = BenchConfig(
+        model=args.model,
+        prm=args.prm,
+        dataset=args.dataset,
+        limit=args.limit,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        concurrency=args.concurrency,
+        out=args.work,
+    )
+    result = run_compare(base, args.strategies, report=print)
+    rows = result["rows"]
+    summary = verdict(rows, read_records(args.work / "results.jsonl"))
+    print(format_table(rows))
+    print(json.dumps(summary, indent=2))
+    args.results.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(args.work / "compare.png", args.results / "search_frontier.png")
+    record = {
+        "model": args.model,
+        "prm": args.prm,
+        "dataset": args.dataset,
+        "problems": result["problems"],
+        "temperature": args.temperature,
+        "max_tokens": args.max_tokens,
+        "machine": platform.processor() or platform.machine(),
+        **summary,
+        "rows": rows,
+        "skipped": result["skipped"],
+    }
+    path = args.results / "search_frontier.json"
+    path.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    print(f"wrote {path} and search_frontier.png")
+
+
+if __name__ == "__main__":
+    main()
