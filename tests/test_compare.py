@@ -23,6 +23,12 @@ def test_strategy_specs_parse_with_typed_options():
     )
     assert parse_strategy("majority@4,64") == ("majority", {}, [4, 64])
     assert parse_strategy("dvts:beam_width=2@8") == ("dvts", {"beam_width": 2}, [8])
+    # A bracketed value is one YAML value, commas and all.
+    assert parse_strategy("auto:hard=beam,hard_options={beam_width: 2, n: 4},x=[1, 2]@8") == (
+        "auto",
+        {"hard": "beam", "hard_options": {"beam_width": 2, "n": 4}, "x": [1, 2]},
+        [8],
+    )
     with pytest.raises(TTSError, match="expected NAME:KEY=VALUE"):
         parse_strategy("beam:4")
     for bad in ("majority@", "majority@4,x", "majority@0"):

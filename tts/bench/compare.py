@@ -36,8 +36,9 @@ WALL = ("wall_seconds", "wall-clock seconds per problem (log scale)")
 
 def parse_strategy(spec: str) -> tuple[str, dict[str, Any], list[int] | None]:
     """`beam:beam_width=4,aggregation=min@4,16` -> ("beam", {"beam_width": 4, "aggregation":
-    "min"}, [4, 16]); values are read as YAML, so numbers and booleans get their type; the
-    budgets after `@` replace `--n` for this strategy (None without them)."""
+    "min"}, [4, 16]); values are read as YAML, so numbers and booleans get their type and a
+    bracketed value is a list or mapping (`hard_options={n: 4}`); the budgets after `@` replace
+    `--n` for this strategy (None without them)."""
     spec, at, budgets = spec.partition("@")
     ns = None
     if at:
@@ -51,12 +52,24 @@ def parse_strategy(spec: str) -> tuple[str, dict[str, Any], list[int] | None]:
             )
     name, _, rest = spec.partition(":")
     options = {}
-    for part in filter(None, rest.split(",")):
+    for part in filter(None, _top_level_split(rest)):
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise TTSError(f"strategy {spec!r}: expected NAME:KEY=VALUE,..., got {part!r}")
         options[key.strip()] = yaml.safe_load(value)
     return name.strip(), options, ns
+
+
+def _top_level_split(text: str) -> list[str]:
+    """`text` split at the commas outside brackets, so a value may be a YAML list or mapping:
+    `hard_options={aggregation: min, confidence_weight: 2}`."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 def run_compare(
