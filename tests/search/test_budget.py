@@ -23,6 +23,7 @@ CASES = {
     "particle_filter": dict(n=4, **STEP),
     "adaptive_majority": dict(n=8, wave=2, max_tokens=24, seed=0),
     "deepconf": dict(n=8, warmup=2, window=4, max_tokens=24, seed=0),
+    "auto": dict(n=8, probe=2, hard="best_of_n", max_tokens=24, seed=0),
 }
 
 
