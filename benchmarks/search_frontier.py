@@ -6,8 +6,9 @@
 One `tts compare` run (resumable in WORK) on held-out `arith:3` problems drawn with a seed no
 training run used: majority voting at 4, 16 and 64 samples beside the strategies that try to do
 better with the same compute (weighted best-of-N, beam, MCTS, particle filtering with the PRM;
-DeepConf and adaptive self-consistency from the policy's own samples; auto, which picks per
-problem), each at budgets of 4 to 64 samples' worth. Generated tokens count what the model
+weighted best-of-N with the PRM and the policy's likelihood together; DeepConf and adaptive
+self-consistency from the policy's own samples; auto, which picks per problem), each at budgets
+of 4 to 64 samples' worth. Generated tokens count what the model
 wrote; the tokens the PRM read are beside them (`scorer_tokens`).
 
 Writes benchmarks/results/search_frontier.json: every row (accuracy, tokens, scorer tokens,
@@ -35,17 +36,21 @@ from tts.bench.report import format_table
 from tts.bench.run import BenchConfig
 from tts.data.jsonl import read_records
 
-ONLINE = "deepconf:window=8,top_logprobs=5,warmup=4,keep=0.5"
+# The PRM and the policy's likelihood together, weights chosen on the fixed eval set
+# (synth:arith:3:300, seed 0), never on the problems reported here.
+BOTH = "aggregation=min,confidence_weight=2,prm_weight=2"
 STRATEGIES = [
     "majority@4,16,64",
     "adaptive_majority@16,64",
-    f"{ONLINE}@16,64",
-    "deepconf:mode=offline,window=8,top_logprobs=5,keep=0.5@16,64",
-    "weighted_best_of_n:aggregation=min@4,16",
-    "beam@4,16",
-    "mcts@4,16",
-    "particle_filter@4,8,16",
-    "auto@8,16,64",
+    "deepconf:window=8,top_logprobs=5,keep=0.9@16,64",
+    "deepconf:mode=offline,window=8,top_logprobs=5,keep=0.1@16,64",
+    "weighted_best_of_n:aggregation=min@4,16,64",
+    f"weighted_best_of_n:{BOTH}@4,16,64",
+    "auto:hard=weighted_best_of_n,"
+    "hard_options={aggregation: min, confidence_weight: 2, prm_weight: 2}@16,64",
+    "particle_filter@4,16",
+    "beam@16",
+    "mcts@16",
 ]
 
 

@@ -55,3 +55,11 @@ def test_the_agreement_that_makes_a_problem_easy_is_an_option():
 def test_a_bad_plan_is_refused_when_the_strategy_is_made(options, message):
     with pytest.raises(TTSError, match=message):
         make_strategy("auto", **options)
+
+
+def test_the_default_hard_strategy_is_the_measured_best_fixed_one():
+    hard = make_strategy("auto", n=16).config.hard_strategy()
+    assert hard.config.n == 12 and hard.config.selection == "weighted"
+    assert (hard.config.confidence_weight, hard.config.prm_weight) == (2.0, 2.0)
+    # Its tuned options are for it alone: another hard strategy starts from its own defaults.
+    assert make_strategy("auto", n=16, hard="beam").config.hard_strategy().config.n == 12
