@@ -9,8 +9,8 @@ score, so it costs no scorer tokens). When the leading answer holds at least `ag
 probe, the problem is easy: voting goes on as adaptive self-consistency (the probe is its first
 wave) and stops once the vote is settled. Otherwise the `hard` strategy gets the rest of the
 budget, n - probe solutions' worth, and answers; by default weighted best-of-N scored by the PRM
-and the policy's likelihood together, the best fixed strategy measured on the built-in model. Every sample, the probe's included, is in the
-candidates and the usage.
+and the policy's likelihood together, the best fixed strategy measured on the built-in model.
+Every sample, the probe's included, is in the candidates and the usage.
 """
 
 from __future__ import annotations
