@@ -81,8 +81,7 @@ def verdict(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[s
     matching = [
         r
         for r in rows
-        if family(r["strategy"]) == family(best["strategy"])
-        and r["accuracy"] >= vote[64]["accuracy"]
+        if r["strategy"] == best["strategy"] and r["accuracy"] >= vote[64]["accuracy"]
     ]
     cheapest = min(matching, key=lambda r: r["tokens"], default=None)
     auto_vs_best = {}
