@@ -154,6 +154,20 @@ def test_killed_run_resumes_to_the_same_results_without_duplicates(tiny_llama, t
     assert without_timing(final) == without_timing(rows(tmp_path / "whole"))
 
 
+def test_engine_options_turn_on_speculation_without_changing_the_samples(tiny_qwen, tmp_path):
+    common = ["bench", "--model", str(tiny_qwen), "--dataset", "aime24", "--n", "4"]
+    common += ["--limit", "2", "--max-tokens", "12", "--device", "cpu"]
+    main([*common, "--out", str(tmp_path / "off")])
+    main([*common, "--engine-option", "speculative_tokens=4", "--out", str(tmp_path / "on")])
+    texts = {
+        side: [[c["text"] for c in r["candidates"]] for r in rows(tmp_path / side)]
+        for side in ("off", "on")
+    }
+    assert texts["on"] == texts["off"]  # seeded samples: the same tokens, drafted or not
+    # How fast the engine runs is no setting the results depend on: a run may resume with it.
+    main([*common, "--engine-option", "speculative_tokens=2", "--out", str(tmp_path / "off")])
+
+
 def write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -167,6 +181,7 @@ def write(path: Path, text: str) -> Path:
         ({"--dataset": "BAD_JSONL"}, "bad.jsonl, line 2: not valid JSON"),
         ({"--temperature": "-1"}, "temperature: Input should be greater than or equal to 0"),
         ({"--strategy": "beem"}, "unknown strategy 'beem'"),
+        ({"--engine-option": "speculative_tokenz=4"}, "unknown native engine option"),
     ],
 )
 def test_bad_input_is_a_one_line_error(tiny_llama, tmp_path, capsys, change, message):

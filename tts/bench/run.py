@@ -63,6 +63,9 @@ class BenchConfig(BaseModel):
     concurrency: int = Field(32, ge=1, description="rows solved at once")
     device: str | None = Field(None, description="torch device; default cuda if present")
     dtype: str | None = Field(None, description="float32, bfloat16 or float16")
+    engine_options: dict[str, Any] = Field(
+        {}, description="backend options for tts.engine.load, e.g. speculative_tokens=4"
+    )
     plot: bool = Field(False, description="draw accuracy against tokens to OUT/accuracy.png")
 
     @model_validator(mode="after")
@@ -73,6 +76,7 @@ class BenchConfig(BaseModel):
     def identity(self) -> dict[str, Any]:
         """The settings a results folder is only valid for."""
         varying = {"strategy", "options", "prm", "ns", "limit", "concurrency", "out", "plot"}
+        varying |= {"engine_options"}  # how fast the engine runs, not what it samples
         return self.model_dump(mode="json", exclude=varying)
 
     @property

@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 
 from tts.bench import BenchConfig, format_table, run_bench
-from tts.commands.config_flags import Flag, add_config_flags, make_config, search_flags
+from tts.commands.config_flags import (
+    Flag,
+    add_config_flags,
+    engine_flags,
+    make_config,
+    search_flags,
+)
 
 
 def budgets(text: str) -> list[int]:
@@ -27,7 +33,7 @@ def budgets(text: str) -> list[int]:
 
 def bench_flags() -> dict[str, Flag | None]:
     """The fields of BenchConfig spelled otherwise than generated (`tts compare` shares them)."""
-    return search_flags() | {"ns": Flag("--n", type=budgets, metavar="N,N,...")}
+    return search_flags() | engine_flags() | {"ns": Flag("--n", type=budgets, metavar="N,N,...")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

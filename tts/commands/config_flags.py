@@ -81,6 +81,19 @@ def search_flags() -> dict[str, Flag]:
     }
 
 
+def engine_flags() -> dict[str, Flag]:
+    """The backend's own options, for the commands that load one from the command line."""
+    return {
+        "engine_options": Flag(
+            "--engine-option",
+            action=KeyValues,
+            metavar="KEY=VALUE",
+            help="a backend option passed to tts.engine.load, e.g. --engine-option "
+            "speculative_tokens=4 (repeatable)",
+        )
+    }
+
+
 def add_config_flags(
     parser: argparse.ArgumentParser,
     config: type[BaseModel],

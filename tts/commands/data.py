@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tts.commands.config_flags import add_config_flags, make_config, search_flags
+from tts.commands.config_flags import add_config_flags, engine_flags, make_config, search_flags
 from tts.data.synthetic import Style, write_sft
 
 # The jobs: name -> (module, whose JOB.config is the job's options; what it makes).
@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_job_flags(module: str, parser: argparse.ArgumentParser) -> None:
     # The job's module imports the engine.
-    add_config_flags(parser, importlib.import_module(module).JOB.config, search_flags())
+    flags = search_flags() | engine_flags()
+    add_config_flags(parser, importlib.import_module(module).JOB.config, flags)
 
 
 def run_synth(args: argparse.Namespace) -> None:

@@ -59,6 +59,9 @@ class JobConfig(BaseModel):
     concurrency: int = Field(16, ge=1, description="problems in flight (per Ray actor)")
     device: str | None = Field(None, description="torch device; default cuda if present")
     dtype: str | None = Field(None, description="float32, bfloat16 or float16")
+    engine_options: dict[str, Any] = Field(
+        {}, description="backend options for tts.engine.load, e.g. speculative_tokens=4"
+    )
     ray: bool = Field(False, description="shard problems over Ray actors on a local Ray")
     ray_address: str | None = Field(None, description="or on this Ray cluster (e.g. auto)")
     actors: int = Field(2, ge=1, description="Ray actors, each with its own engine")
@@ -72,6 +75,7 @@ class JobConfig(BaseModel):
             "limit",
             "concurrency",
             "device",
+            "engine_options",
             "ray",
             "ray_address",
             "actors",

@@ -45,6 +45,7 @@ class RunSettings(Protocol):
     tokenizer: str | None
     device: str | None
     dtype: str | None
+    engine_options: dict[str, Any]
     dataset: str
     concurrency: int
 
@@ -73,6 +74,7 @@ def open_context(
             device=config.device,
             dtype=config.dtype,
             tokenizer=config.tokenizer,
+            **config.engine_options,
         )
     prm = getattr(config, "prm", None)  # shepherd's config has no PRM field
     if prm is None:

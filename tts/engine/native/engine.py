@@ -14,6 +14,7 @@ blocks, and the loop goes on serving.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,7 @@ class NativeBackend:
     def __init__(
         self, model_dir: str | Path, device: torch.device, dtype: torch.dtype, **options: Any
     ) -> None:
-        self.config = EngineConfig(**options)
+        self.config = engine_config(options)
         # Every torch call, loading included, runs on the device thread (see tts.devices).
         self.core = DEVICE_THREAD.submit(EngineCore, model_dir, device, dtype, self.config).result()
         self.tokenizer = self.core.tokenizer
@@ -191,3 +192,16 @@ class NativeBackend:
     def check_integrity(self) -> None:
         """Raise AssertionError if the KV bookkeeping is inconsistent (see PrefixCache)."""
         self.core.check_integrity()
+
+
+def engine_config(options: dict[str, Any]) -> EngineConfig:
+    """The engine's config from backend options, or a one-line error naming what is wrong."""
+    known = [field.name for field in dataclasses.fields(EngineConfig)]
+    if unknown := sorted(set(options) - set(known)):
+        raise TTSError(
+            f"unknown native engine option {', '.join(unknown)}; choose from {', '.join(known)}"
+        )
+    try:
+        return EngineConfig(**options)
+    except (TypeError, ValueError) as error:
+        raise TTSError(f"native engine options: {error}") from None
