@@ -195,14 +195,14 @@ def test_a_posed_problem_gets_its_instruction_once(client):
 
 
 def test_builtin_high_effort_answers_whole_or_says_it_was_cut(builtin_client):
-    # reasoning_effort "high" of configs/server.yaml: beam search with the built-in PRM (n kept
-    # small for time). Cut solutions once came back as finish_reason "stop".
+    # reasoning_effort "high" of configs/server.yaml: auto with the built-in PRM (n kept small
+    # for time). Cut solutions once came back as finish_reason "stop".
     problem = eval_set("arith", 1)[0]
     ask = dict(model="builtin", messages=problem_messages(problem.problem), seed=0)
-    ask |= dict(reasoning_effort="high", extra_body={"tts": {"n": 2, "beam_width": 1}})
+    ask |= dict(reasoning_effort="high", extra_body={"tts": {"n": 3, "probe": 2}})
     whole = builtin_client.chat.completions.create(**ask)
     content = whole.choices[0].message.content
-    assert whole.model_extra["tts"]["strategy"] == "beam"
+    assert whole.model_extra["tts"]["strategy"] == "auto"
     assert extract_answer(content) is not None and content.rstrip().endswith("}.")
     assert whole.model_extra["tts"]["answer"] == extract_answer(content)
     assert whole.choices[0].finish_reason == "stop"

@@ -320,7 +320,7 @@ def test_the_example_config_loads_and_flags_override_it(tmp_path):
     config = load_config(EXAMPLE, model=str(tmp_path), port=9000, api_key=None)
     assert config.port == 9000 and config.max_queue == 128 and config.api_key is None
     assert config.reasoning_effort["low"].strategy == "majority"  # a default kept
-    assert config.reasoning_effort["high"].options["beam_width"] == 4
+    assert config.reasoning_effort["high"].strategy == "auto"
     assert config.host == "127.0.0.1" and config.model_name == tmp_path.name
     with pytest.raises(TTSError, match="max_concurrency"):
         load_config(None, model="m", max_concurrency=0)
