@@ -273,10 +273,13 @@ def main() -> None:
                 }
     print_table(all_results)
     headline = all_results.get("qwen2.5-0.5b-width/float32", {})
+    bf16 = all_results.get("qwen2.5-0.5b-width/bfloat16", {})
     decode = headline.get("native", {}).get("decode_bandwidth", {})
     summary = {
         "best_of_16_vs_vllm": ratio(headline, "best_of_16", "vllm"),
         "step_extension_vs_vllm": ratio(headline, "step_extension", "vllm"),
+        "best_of_16_vs_vllm_bf16": ratio(bf16, "best_of_16", "vllm"),
+        "step_extension_vs_vllm_bf16": ratio(bf16, "step_extension", "vllm"),
         "best_of_16_vs_hf": ratio(headline, "best_of_16", "hf"),
         "decode_bandwidth_fraction": decode.get("fraction"),
     }
