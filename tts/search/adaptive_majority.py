@@ -61,12 +61,18 @@ class AdaptiveMajority:
         config = self.config
         start, usage = time.perf_counter(), Usage()
         prompt = pose(backend.tokenizer, problem, config.instruction, prompt)
-        completions: list[Completion] = []
-        while len(completions) < config.n and not self.settled(completions):
-            completions += await self.wave(backend, prompt, len(completions), usage)
-        result = voted(completions, usage)
+        result = await self.vote_until_settled(backend, prompt, [], usage)
         usage.seconds = time.perf_counter() - start
         return result
+
+    async def vote_until_settled(
+        self, backend: Backend, prompt: str, completions: list[Completion], usage: Usage
+    ) -> SearchResult:
+        """Add waves to `completions` (those drawn so far) until the vote is settled or n are
+        drawn, and answer with their majority."""
+        while len(completions) < self.config.n and not self.settled(completions):
+            completions = completions + await self.wave(backend, prompt, len(completions), usage)
+        return voted(completions, usage)
 
     async def wave(
         self, backend: Backend, prompt: str, drawn: int, usage: Usage

@@ -24,7 +24,6 @@ from tts.engine import Backend
 from tts.errors import TTSError
 from tts.search.adaptive_majority import AdaptiveMajority, AdaptiveMajorityConfig
 from tts.search.base import Candidate, SearchResult, Strategy, StrategyConfig, Usage, pose
-from tts.search.majority import voted
 from tts.search.registry import make_strategy
 from tts.search.select import vote
 from tts.verifiers import Scorer, extract_answer
@@ -100,17 +99,13 @@ class Auto:
         probe = await self.voting.wave(backend, posed, 0, usage)
         clusters = vote([extract_answer(c.text) for c in probe])
         if clusters and len(clusters[0]) >= config.agreement * len(probe):
-            completions = probe
-            while len(completions) < config.n and not self.voting.settled(completions):
-                completions += await self.voting.wave(backend, posed, len(completions), usage)
-            result = voted(completions, usage)
+            result = await self.voting.vote_until_settled(backend, posed, probe, usage)
         else:
             result = await config.hard_strategy().solve(problem, backend, scorer, prompt)
             result.candidates += [
                 Candidate(c.text, extract_answer(c.text), None, len(c.token_ids), c.finish_reason)
                 for c in probe
             ]
-            for field in ("prompt_tokens", "completion_tokens", "cached_tokens"):
-                setattr(result.usage, field, getattr(result.usage, field) + getattr(usage, field))
+            result.usage.add(probe)
         result.usage.seconds = time.perf_counter() - start
         return result

@@ -67,11 +67,8 @@ class TokenBudget:
             )
             try:
                 completions += await self.backend.generate(prompt, part)
-                self.spent += sum(len(c.token_ids) for c in completions[first:])
             finally:
-                async with self._returned:
-                    self.reserved -= grant * count
-                    self._returned.notify_all()
+                await self._settle(grant * count, completions[first:])
         return completions
 
     async def _stream(
@@ -94,10 +91,14 @@ class TokenBudget:
                 async for snapshot in snapshots:
                     yield snapshot
         finally:
-            async with self._returned:
-                self.spent += sum(len(c.token_ids) for c in snapshot)
-                self.reserved -= held
-                self._returned.notify_all()
+            await self._settle(held, snapshot)
+
+    async def _settle(self, held: int, completions: list[Completion]) -> None:
+        """A call is done: spend what `completions` generated, give back the `held` tokens."""
+        async with self._returned:
+            self.spent += sum(len(c.token_ids) for c in completions)
+            self.reserved -= held
+            self._returned.notify_all()
 
     def charge(self, tokens: int) -> None:
         """Spend `tokens` that a scorer read."""

@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from pydantic import Field
@@ -142,7 +143,7 @@ class _Trace:
     confidence: float
     kept: bool
 
-    @property
+    @cached_property
     def answer(self) -> str | None:
         return extract_answer(self.completion.text) if self.completion.finish_reason else None
 
