@@ -95,6 +95,28 @@ def test_an_unknown_strategy_is_a_one_line_error(tiny_llama, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", "--model", str(tiny_llama), "--strategy", "beem", "--out", str(tmp_path)])
     assert "unknown strategy 'beem'" in str(exit_info.value.code)
+    for spec, where in (("majority:seed=3", "--seed"), ("majority:n=3", "@N")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(
+                ["compare", "--model", str(tiny_llama), "--strategy", spec, "--out", str(tmp_path)]
+            )
+        assert "is not a strategy option here" in str(exit_info.value.code)
+        assert where in str(exit_info.value.code)
+
+
+def test_a_strategys_own_sampling_options_override_the_runs(tiny_llama, tmp_path):
+    """A row's label says temperature=0: it must have sampled greedily, not at --temperature."""
+    base = BenchConfig(
+        model=str(tiny_llama), dataset="gsm8k", limit=1, max_tokens=6, temperature=1.0, out=tmp_path
+    )
+    run_compare(base, ["majority:temperature=0,max_tokens=4@3", "majority@3"])
+    rows = {r["strategy"]: r for r in read_records(tmp_path / "results.jsonl")}
+    greedy, sampled = rows["majority[max_tokens=4,temperature=0]"], rows["majority"]
+    assert greedy["params"]["temperature"] == 0 and greedy["params"]["max_tokens"] == 4
+    assert len({c["text"] for c in greedy["candidates"]}) == 1
+    assert all(c["tokens"] <= 4 for c in greedy["candidates"])
+    assert sampled["params"]["temperature"] == 1.0
+    assert len({c["text"] for c in sampled["candidates"]}) > 1
 
 
 @pytest.fixture(scope="module")

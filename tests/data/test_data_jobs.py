@@ -252,6 +252,21 @@ def test_outcome_estimation_labels_only_the_last_step_and_samples_no_completions
     assert all(targets[-1] in (0.0, 1.0) and targets[0] is None for *_, targets in rows)
 
 
+def test_checker_estimation_labels_every_step_by_the_task_and_needs_one(tmp_path, capsys):
+    out = tmp_path / "checker.jsonl"
+    common = ["shepherd", *ARITH, "--limit", "6", "--n", "3", "--out", str(out)]
+    printed = run(capsys, *common, "--estimation", "checker")
+    records = read_records(out)
+    assert records and any(not all(r["meta"]["checker"]) for r in records)
+    for record in records:
+        assert record["labels"] == record["meta"]["checker"] and "scores" not in record
+    assert sum(s["completion_tokens"] for s in stats(out)) == 0
+    assert "the task's step checker" in printed and "agreement with" not in printed
+    gsm8k = ["shepherd", "--dataset", "gsm8k", "--limit", "1", "--estimation", "checker"]
+    error = one_line_error([*gsm8k, "--out", str(tmp_path / "gsm8k.jsonl")])
+    assert "--estimation checker needs a synthetic task's step checker" in error
+
+
 KILLED = {
     "reject": ["--n", "6", "--limit", "12"],
     "difficulty": ["--n", "6", "--limit", "12"],

@@ -4,6 +4,7 @@ and a search where the high-weight particle must take over."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import Counter
 
@@ -46,6 +47,28 @@ def test_resampling_keeps_the_high_weight_particle():
     assert [(steps, params.n) for steps, params in backend.calls] == [((), 2), (("good",), 2)]
     assert [c.answer for c in result.candidates] == ["1", "1"] and result.answer == "1"
     assert result.usage.scorer_calls == 4
+
+
+@pytest.mark.parametrize("confidence_weight", [0.0, 1.0])
+def test_the_policys_likelihood_drops_the_particle_whose_step_it_found_unlikely(confidence_weight):
+    """The PRM cannot tell the steps apart (0.5 each); the policy wrote "slip" at log-prob -5."""
+    table = {
+        (): ["sure", "slip"],
+        ("sure",): ["right \\boxed{1}"],
+        ("slip",): ["wrong \\boxed{2}"],
+    }
+    backend = ToyBackend(table, likelihoods={"sure": -0.1, "slip": -5.0})
+    strategy = make_strategy("particle_filter", n=2, seed=0, confidence_weight=confidence_weight)
+    result = asyncio.run(strategy.solve("toy", backend, ToyScorer({})))
+    answers = sorted(c.answer for c in result.candidates)
+    # Weights e^-0.1 : e^-5 give "slip" 0.007 of the draw: systematic resampling drops it.
+    assert answers == (["1", "1"] if confidence_weight else ["1", "2"])
+    assert all(
+        (params.logprobs is not None) == bool(confidence_weight) for _, params in backend.calls
+    )
+    assert particle_weights([0.5, 0.5], 1.0, [-0.1, -5.0], 1.0)[1] == pytest.approx(
+        1 / (1 + math.exp(4.9))
+    )
 
 
 def test_a_finished_particle_stays_in_the_draw_with_its_weight():

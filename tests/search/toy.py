@@ -25,13 +25,19 @@ class ToyBackend:
     """Next steps come from `table[steps so far]`, in order, cycling when n exceeds them.
 
     A step containing \\boxed is a final answer: it ends at "EOS" (stop_reason None); others
-    end at the delimiter. Each step costs as many tokens as it has words.
+    end at the delimiter. Each step costs as many tokens as it has words. When logprobs are
+    asked for, a step's tokens' log-probabilities sum to `likelihoods[step]` (default 0).
     """
 
     tokenizer = SimpleNamespace(chat_template=None)  # strategies fall back to a plain prompt
 
-    def __init__(self, table: dict[tuple[str, ...], list[str]]) -> None:
+    def __init__(
+        self,
+        table: dict[tuple[str, ...], list[str]],
+        likelihoods: dict[str, float] | None = None,
+    ) -> None:
         self.table = table
+        self.likelihoods = likelihoods or {}
         self.calls: list[tuple[tuple[str, ...], SamplingParams]] = []
         self.prompts: list[str] = []
 
@@ -43,10 +49,14 @@ class ToyBackend:
         completions = []
         for i in range(params.n):
             text = options[i % len(options)]
+            token_ids = list(range(len(text.split())))
+            logprobs = [{token: 0.0} for token in token_ids]
+            logprobs[0] = {0: self.likelihoods.get(text, 0.0)}
             completions.append(
                 Completion(
                     text=text,
-                    token_ids=list(range(len(text.split()))),
+                    token_ids=token_ids,
+                    logprobs=None if params.logprobs is None else logprobs,
                     finish_reason="stop",
                     prompt_tokens=len(prompt.split()),
                     stop_reason=None if "\\boxed" in text else DELIMITER,

@@ -10,7 +10,8 @@ resumable one by one, and so is its wall time (`OUT/timings.json`, model loading
 Strategies are written `NAME` or `NAME:KEY=VALUE,KEY=VALUE` (`beam:beam_width=4`), with
 `@N,N,...` at the end for budgets of its own instead of `--n` (`majority@4,16,64`: voting
 reaches the budgets a search is compared against); a budget a strategy cannot take (n=1 for
-beam width 4) is skipped, and the summary says so.
+beam width 4) is skipped, and the summary says so. A strategy's own `temperature`, `top_p` or
+`max_tokens` overrides the run's (`majority:temperature=0@1`: greedy decoding beside the rest).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 import orjson
 import yaml
+from pydantic import ValidationError
 
 from tts.bench.report import TOKENS, Table, format_table, plot, summarize
 from tts.bench.run import BenchConfig, run_bench, with_wall_seconds
@@ -28,7 +30,7 @@ from tts.data.datasets import load_dataset
 from tts.data.jsonl import read_records
 from tts.data.progress import warn_demo_model
 from tts.data.units import open_context
-from tts.errors import TTSError
+from tts.errors import TTSError, invalid_options
 from tts.search import VOTING, default_prm, make_strategy
 
 WALL = ("wall_seconds", "wall-clock seconds per problem (log scale)")
@@ -86,7 +88,10 @@ def run_compare(
             # Voting reads no scores: keep the PRM out of its name.
             prm = default_prm(name, None if name in VOTING else base.prm)
             update = {"strategy": name, "options": options, "ns": [n], "prm": prm}
-            config = base.model_copy(update=update)
+            try:
+                config = BenchConfig.model_validate(base.model_dump() | update)
+            except ValidationError as error:
+                raise invalid_options(f"strategy {spec!r}", error) from None
             try:
                 make_strategy(name, **config.strategy_options(n, ""))
             except TTSError as error:

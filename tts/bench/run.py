@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tts.bench.report import plot, summarize
 from tts.data.datasets import load_dataset
@@ -68,6 +68,14 @@ class BenchConfig(BaseModel):
     )
     plot: bool = Field(False, description="draw accuracy against tokens to OUT/accuracy.png")
 
+    @field_validator("options")
+    @classmethod
+    def _no_run_settings(cls, options: dict[str, Any]) -> dict[str, Any]:
+        for key, where in (("n", "the budgets (--n, or @N in a compare spec)"), ("seed", "--seed")):
+            if key in options:
+                raise ValueError(f"{key!r} is not a strategy option here: set it with {where}")
+        return options
+
     @model_validator(mode="after")
     def _default_prm(self) -> BenchConfig:
         self.prm = default_prm(self.strategy, self.prm)
@@ -84,12 +92,14 @@ class BenchConfig(BaseModel):
         return strategy_label(self.strategy, self.options, self.prm)
 
     def strategy_options(self, n: int, problem_id: str) -> dict[str, Any]:
+        """The run's sampling settings, which a strategy's own options override (a compare
+        row may sample greedily beside the others), and the row's n and seed."""
         return {
-            **self.options,
-            "n": n,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
+            **self.options,
+            "n": n,
             "seed": derive_seed(self.seed, problem_id, n),
         }
 

@@ -29,6 +29,10 @@ Solve Math Word Problems"), the cheapest any task with a final answer gives; an 
 trained on them still scores every step (Yuan et al., 2024, "Free Process Rewards without
 Process Labels").
 
+`--estimation checker` (synthetic tasks only) labels every step by the task's own step checker
+and samples no completions: the analogue of human process labels (PRM800K's), which no real
+task gives for free. A PRM trained on them is the upper bound of what better labels can buy.
+
 Every step prefix extends the one before it, so the steps of one solution run one after
 another: each asks the backend for the previous prefix plus one step, which its prefix cache
 serves from the blocks the last request left. The summary reports the share of the step
@@ -52,6 +56,7 @@ from tts.data.problem import Problem
 from tts.data.synthetic import TASKS, check_step
 from tts.data.units import Context, UnitOutput
 from tts.engine import SamplingParams
+from tts.errors import TTSError
 from tts.prompts import DEFAULT_INSTRUCTION, build_prompt
 from tts.search.base import Usage
 from tts.seeds import derive_seed
@@ -61,10 +66,10 @@ from tts.verifiers import extract_answer
 class ShepherdConfig(JobConfig):
     n: int = Field(4, ge=1, description="solutions sampled and labelled per problem")
     k: int = Field(8, ge=1, description="completions sampled after each step to label it")
-    estimation: Literal["full", "binary", "outcome"] = Field(
+    estimation: Literal["full", "binary", "outcome", "checker"] = Field(
         "full",
-        description="label every step (hard and soft), binary-search the first bad one, or "
-        "label only the last step by the outcome (no completions)",
+        description="label every step (hard and soft), binary-search the first bad one, "
+        "label only the last step by the outcome, or (synthetic tasks) by the step checker",
     )
     step_delimiter: str = Field("\n\n", min_length=1, description="text that ends a step")
     max_steps: int = Field(40, ge=1, description="solutions with more steps are skipped")
@@ -131,6 +136,8 @@ async def label_steps(
     intermediate = len(steps) - 1
     if config.estimation == "outcome":
         return [None] * intermediate, None
+    if config.estimation == "checker":
+        return checker_labels(problem, steps, correct)[:-1], None
     if config.estimation == "full":
         soft = [
             await reaches_gold(problem, prompt, index, steps, i, config, context, usage)
@@ -151,6 +158,11 @@ async def label_steps(
 
 
 async def process(problem: Problem, config: ShepherdConfig, context: Context) -> UnitOutput:
+    if config.estimation == "checker" and problem.metadata.get("task") not in TASKS:
+        raise TTSError(
+            f"--estimation checker needs a synthetic task's step checker; {problem.id} has none "
+            "(use full, binary or outcome)"
+        )
     prompt = build_prompt(context.backend.tokenizer, problem.problem, config.instruction)
     solutions = await context.backend.generate(prompt, config.sampling_params(config.n, problem.id))
     correct = await grade([extract_answer(s.text) for s in solutions], problem)
@@ -237,6 +249,7 @@ def summarize(config: ShepherdConfig, stats: list[dict[str, Any]]) -> list[str]:
         "full": f", mean soft score {_share(total['soft_sum'], total['steps'])}",
         "binary": " (binary search for the first bad step)",
         "outcome": " (outcome labels: the last step of each solution only)",
+        "checker": " (the task's step checker)",
     }[config.estimation]
     lines = [
         f"{len(stats)} problems, {total['solutions']:,} solutions sampled; "
@@ -249,8 +262,8 @@ def summarize(config: ShepherdConfig, stats: list[dict[str, Any]]) -> list[str]:
         f"cache ({_share(total['cached_tokens'], total['prompt_tokens'])})",
     ]
     checked = [s["agreement"] for s in stats if s["agreement"] is not None]
-    if config.estimation == "outcome":
-        checked = []  # no intermediate step is labelled
+    if config.estimation in ("outcome", "checker"):
+        checked = []  # no intermediate step labelled, or labelled by the checker itself
     if checked:
         c = {key: sum(a[key] for a in checked) for key in checked[0]}
         right = c["right_hard_right"] + c["right_hard_wrong"]

@@ -150,3 +150,10 @@ def pose(tokenizer: Any, problem: str, instruction: str, prompt: str | None) -> 
     """What a strategy prompts with: the caller's own `prompt` when there is one, else
     `problem` with `instruction` through `build_prompt` (see `Strategy`)."""
     return prompt if prompt is not None else build_prompt(tokenizer, problem, instruction)
+
+
+def log_likelihood(completion: Completion) -> float:
+    """log pi of the sampled tokens, from the logprobs the backend returned (0 without them)."""
+    return sum(
+        entry[token] for entry, token in zip(completion.logprobs or [], completion.token_ids)
+    )

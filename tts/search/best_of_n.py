@@ -20,9 +20,9 @@ import time
 
 from pydantic import Field
 
-from tts.engine import Backend, Completion
+from tts.engine import Backend
 from tts.errors import TTSError
-from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, pose
+from tts.search.base import Candidate, SearchResult, StrategyConfig, Usage, log_likelihood, pose
 from tts.search.select import Selection, select
 from tts.verifiers import Aggregation, Scorer, aggregate, extract_answer, scorer_tokens
 
@@ -88,10 +88,3 @@ class BestOfN:
         chosen = select(candidates, config.selection)
         usage.seconds = time.perf_counter() - start
         return SearchResult(chosen.answer, chosen.text, candidates, usage=usage)
-
-
-def log_likelihood(completion: Completion) -> float:
-    """log pi of the sampled tokens, from the logprobs the backend returned (0 without them)."""
-    return sum(
-        entry[token] for entry, token in zip(completion.logprobs or [], completion.token_ids)
-    )

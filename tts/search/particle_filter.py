@@ -13,6 +13,14 @@ finished particle keeps its final weight and stays in the draw, so good solution
 bad ones die out; the search ends when every particle has finished. The answer is chosen among
 the final particles (copies count again, as the particle approximation of the posterior) by
 `selection`.
+
+With `confidence_weight` c > 0 the policy's own likelihood joins the PRM: each new step's weight
+is multiplied by pi(step)^c, the incremental importance weight of sequential Monte Carlo whose
+target is the power distribution pi(solution)^(1+c) and whose proposal is pi itself (Karan & Du,
+2025, "Reasoning with Sampling: Your Base Model is Smarter Than You Think", sample from pi^alpha
+by MCMC instead). A slip, a token the policy found unlikely, costs its particle at the step it
+happens, where a PRM that cannot check the arithmetic sees nothing. A particle that finished in
+an earlier round took no new step: its factor is 1.
 """
 
 from __future__ import annotations
@@ -40,11 +48,24 @@ class ParticleFilterConfig(StepConfig):
         1.0, gt=0, description="softmax temperature of the weights; lower follows the PRM harder"
     )
     selection: Selection = Field("weighted", description="final pick: best|weighted|majority")
+    confidence_weight: float = Field(
+        0.0, ge=0, description="exponent c of each new step's likelihood pi(step)^c; 0: off"
+    )
 
 
-def particle_weights(scores: list[float], temperature: float) -> list[float]:
-    """softmax(logit(score) / temperature): PRM probabilities as normalised particle weights."""
-    logits = [_logit(score) / temperature for score in scores]
+def particle_weights(
+    scores: list[float],
+    temperature: float,
+    logprobs: list[float] | None = None,
+    confidence_weight: float = 0.0,
+) -> list[float]:
+    """softmax(logit(score) / temperature + confidence_weight x logprob): PRM probabilities, and
+    the policy's log-probabilities of the particles' new steps, as normalised particle weights."""
+    logprobs = logprobs or [0.0] * len(scores)
+    logits = [
+        _logit(score) / temperature + confidence_weight * logprob
+        for score, logprob in zip(scores, logprobs)
+    ]
     top = max(logits)
     exps = [math.exp(logit - top) for logit in logits]
     total = sum(exps)
@@ -77,14 +98,20 @@ class ParticleFilter:
         prompt: str | None = None,
     ) -> SearchResult:
         config = self.config
-        search = StepSearch(config, problem, backend, scorer, prompt)
+        search = StepSearch(
+            config, problem, backend, scorer, prompt, logprobs=config.confidence_weight > 0
+        )
         seed = derive_seed(config.seed, "resample")
         rng = random.Random(seed)
         particles = await search.expand(search.tree.root, config.n)
         await search.score(particles)
+        new = {node.id for node in particles}
         while not all(node.terminal for node in particles):
             weights = particle_weights(
-                [node.score for node in particles], config.resample_temperature
+                [node.score for node in particles],
+                config.resample_temperature,
+                [node.logprob if node.id in new else 0.0 for node in particles],
+                config.confidence_weight,
             )
             copies = Counter(systematic_resample(weights, config.n, rng))
             finished: list[Node] = []
@@ -99,6 +126,7 @@ class ParticleFilter:
             children = [child for group in expansions for child in group]
             await search.score(children)
             particles = finished + children
+            new = {node.id for node in children}
         return search.result(particles)
 
 

@@ -27,6 +27,7 @@ from tts.search.base import (
     SearchResult,
     StrategyConfig,
     Usage,
+    log_likelihood,
     pose,
 )
 from tts.search.select import Selection, select
@@ -71,10 +72,14 @@ class StepSearch:
         backend: Backend,
         scorer: Scorer | None,
         prompt: str | None = None,
+        logprobs: bool = False,
     ) -> None:
+        """logprobs: ask the backend for each step's sampled-token log-probabilities
+        (`Node.logprob`)."""
         if scorer is None:
             raise TTSError("this strategy needs a process reward model (--prm)")
         self.config, self.problem, self.backend, self.scorer = config, problem, backend, scorer
+        self.logprobs = logprobs
         self.prompt = pose(backend.tokenizer, problem, config.instruction, prompt)
         self.tree = SearchTree()
         self.usage = Usage()
@@ -99,6 +104,7 @@ class StepSearch:
             max_tokens=max(min(config.max_step_tokens, config.max_tokens - used), 1),
             # The node's place in the tree, not the order searches run in, fixes its seed.
             seed=derive_seed(config.seed, *self._address(node), len(node.children)),
+            logprobs=0 if self.logprobs else None,
         )
         completions = await self.backend.generate(text, params)
         self.usage.add(completions)
@@ -126,6 +132,7 @@ class StepSearch:
                     tokens=tokens,
                     terminal=bool(finish),
                     finish_reason=finish,
+                    logprob=log_likelihood(completion),
                 )
             )
         return children

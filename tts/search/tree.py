@@ -13,8 +13,10 @@ class Node:
     """One step of a partial solution: the step's text and what the search learnt of it.
 
     score: the reward model's score of the path ending here; value and visits: MCTS statistics
-    (mean backed-up value, number of backups). finish_reason, on a terminal node: "stop" when
-    the solution ended by itself, "length" when a limit (tokens, steps, budget) ended it.
+    (mean backed-up value, number of backups); logprob: the policy's log-probability of the
+    step's sampled tokens (0 unless the search asked the backend for it). finish_reason, on a
+    terminal node: "stop" when the solution ended by itself, "length" when a limit (tokens,
+    steps, budget) ended it.
     """
 
     id: int
@@ -27,6 +29,7 @@ class Node:
     terminal: bool = False
     finish_reason: str | None = None
     tokens: int = 0
+    logprob: float = 0.0
     children: list[int] = field(default_factory=list)
 
 
