@@ -59,7 +59,9 @@ def test_a_bad_plan_is_refused_when_the_strategy_is_made(options, message):
 
 def test_the_default_hard_strategy_is_the_measured_best_fixed_one():
     hard = make_strategy("auto", n=16).config.hard_strategy()
-    assert hard.config.n == 12 and hard.config.selection == "weighted"
-    assert (hard.config.confidence_weight, hard.config.prm_weight) == (2.0, 2.0)
-    # Its tuned options are for it alone: another hard strategy starts from its own defaults.
+    assert type(hard).__name__ == "ParticleFilter"
+    assert hard.config.n == 12 and hard.config.confidence_weight == 3.0
+    bon = make_strategy("auto", n=16, hard="weighted_best_of_n").config.hard_strategy()
+    assert (bon.config.confidence_weight, bon.config.prm_weight) == (2.0, 2.0)
+    # Tuned options are for their strategy alone: another starts from its own defaults.
     assert make_strategy("auto", n=16, hard="beam").config.hard_strategy().config.n == 12

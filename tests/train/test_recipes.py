@@ -17,6 +17,7 @@ LOADERS = {  # recipe -> what `tts train LOOP` reads it with
     "builtin.yaml": sft.load_config,
     "builtin_prm.yaml": prm.load_config,
     "outcome_prm.yaml": prm.load_config,
+    "checker_prm.yaml": prm.load_config,
     "prm.yaml": prm.load_config,
     "grpo.yaml": grpo.load_config,
     "ppo.yaml": grpo.load_ppo_config,

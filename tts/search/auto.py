@@ -8,8 +8,9 @@ model-predicted difficulty of their section 3.2 with agreement instead of a veri
 score, so it costs no scorer tokens). When the leading answer holds at least `agreement` of the
 probe, the problem is easy: voting goes on as adaptive self-consistency (the probe is its first
 wave) and stops once the vote is settled. Otherwise the `hard` strategy gets the rest of the
-budget, n - probe solutions' worth, and answers; by default weighted best-of-N scored by the PRM
-and the policy's likelihood together, the best fixed strategy measured on the built-in model.
+budget, n - probe solutions' worth, and answers; by default particle filtering weighted by the
+PRM and the policy's likelihood of each step, the best fixed strategy at 16 samples on the
+built-in model's tuning problems (docs/frontier.md).
 Every sample, the probe's included, is in the candidates and the usage.
 """
 
@@ -30,11 +31,12 @@ from tts.verifiers import Scorer, extract_answer
 
 # What `auto` passes on to the strategies it runs: every shared option but the budget.
 SHARED = set(StrategyConfig.model_fields) - {"token_budget"}
-# The hard strategy's options when `hard_options` is not given: weighted best-of-N with the PRM
-# and the policy's likelihood, the best fixed strategy measured on the built-in model (weights
-# chosen on the fixed arith eval set; docs/frontier.md).
+# The hard strategy's options when `hard_options` is not given: the PRM and the policy's
+# likelihood together, with weights chosen on arith tuning problems (synth:arith:3:300 and
+# synth:arith:3:400:eval:5), never on the problems the frontier reports (docs/frontier.md).
 DEFAULT_HARD_OPTIONS = {
-    "weighted_best_of_n": {"aggregation": "min", "confidence_weight": 2.0, "prm_weight": 2.0}
+    "particle_filter": {"confidence_weight": 3.0},
+    "weighted_best_of_n": {"aggregation": "min", "confidence_weight": 2.0, "prm_weight": 2.0},
 }
 
 
@@ -47,7 +49,7 @@ class AutoConfig(StrategyConfig):
     threshold: float = Field(
         0.95, gt=0.5, lt=1, description="easy problems: adaptive voting's stopping criterion"
     )
-    hard: str = Field("weighted_best_of_n", description="the strategy for hard problems")
+    hard: str = Field("particle_filter", description="the strategy for hard problems")
     hard_options: dict[str, Any] | None = Field(
         None, description="its own options (n is the rest); None: DEFAULT_HARD_OPTIONS"
     )
