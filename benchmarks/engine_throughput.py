@@ -187,7 +187,9 @@ def decode_bandwidth(backend, bandwidth: float) -> dict:
 
 
 def measure(engine: str, folder: Path, args, dtype: str, bandwidth: float) -> dict:
-    options = {"block_size": BLOCK_SIZE} if engine == "native" else {}
+    # Speculation off: every engine does the same work per token (vLLM runs without it here).
+    native_options = {"block_size": BLOCK_SIZE, "speculative_tokens": 0}
+    options = native_options if engine == "native" else {}
     backend = load(folder, backend=engine, device=args.device, dtype=dtype, **options)
     rows = {}
     try:

@@ -205,7 +205,7 @@ def main() -> None:
     torch.manual_seed(SEED)
     options = dict(device=args.device, dtype=args.dtype, speculative_max_batch=64)
     engines = {
-        "off": load("builtin", backend="native", **options),
+        "off": load("builtin", backend="native", speculative_tokens=0, **options),
         "on": load("builtin", backend="native", speculative_tokens=args.tokens, **options),
     }
     tokenizer = engines["off"].tokenizer
