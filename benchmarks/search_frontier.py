@@ -77,12 +77,13 @@ def paired(records: list[dict[str, Any]], a: tuple[str, int], b: tuple[str, int]
     return {"difference": diff.mean(), "ci95": [low, high], "problems": len(shared)}
 
 
-def accuracy(row: dict[str, Any]) -> tuple[float, float]:
-    """Higher accuracy first, then fewer tokens."""
+def by_accuracy(row: dict[str, Any]) -> tuple[float, float]:
+    """A sort key: higher accuracy first, then fewer tokens."""
     return row["accuracy"], -row["tokens"]
 
 
 def rival(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A fixed strategy's row as auto's rival: its label and budget, accuracy, tokens."""
     if row is None:
         return None
     return {
@@ -98,7 +99,7 @@ def verdict(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[s
     # 16 samples' worth: a step-level search's samples end within a token or so of a voter's
     # on average, which is no extra compute.
     within = [r for r in rows if r["tokens"] <= budget * (1 + BUDGET_SLACK)]
-    best = max(within, key=accuracy)
+    best = max(within, key=by_accuracy)
     matching = [
         r
         for r in rows
@@ -111,10 +112,10 @@ def verdict(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[s
     ]
     fixed = [r for r in rows if family(r["strategy"]) != "auto"]
     for auto in sorted(default_auto, key=lambda r: r["n"]):
-        same_n = max((r for r in fixed if r["n"] == auto["n"]), key=accuracy, default=None)
+        same_n = max((r for r in fixed if r["n"] == auto["n"]), key=by_accuracy, default=None)
         # Auto stops early on easy problems: the fair rival is the best fixed strategy that
         # spent no more tokens than it did.
-        same_tokens = max((r for r in fixed if r["tokens"] <= auto["tokens"]), key=accuracy)
+        same_tokens = max((r for r in fixed if r["tokens"] <= auto["tokens"]), key=by_accuracy)
         auto_vs_best[str(auto["n"])] = {
             "auto_accuracy": auto["accuracy"],
             "auto_tokens": auto["tokens"],

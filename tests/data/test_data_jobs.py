@@ -259,7 +259,10 @@ def test_checker_estimation_labels_every_step_by_the_task_and_needs_one(tmp_path
     records = read_records(out)
     assert records and any(not all(r["meta"]["checker"]) for r in records)
     for record in records:
-        assert record["labels"] == record["meta"]["checker"] and "scores" not in record
+        # Intermediate steps by the checker; the last, as in every mode, by the answer.
+        labels, meta = record["labels"], record["meta"]
+        assert labels[:-1] == meta["checker"][:-1] and labels[-1] == meta["correct"]
+        assert "scores" not in record
     assert sum(s["completion_tokens"] for s in stats(out)) == 0
     assert "the task's step checker" in printed and "agreement with" not in printed
     gsm8k = ["shepherd", "--dataset", "gsm8k", "--limit", "1", "--estimation", "checker"]

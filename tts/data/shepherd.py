@@ -29,8 +29,9 @@ Solve Math Word Problems"), the cheapest any task with a final answer gives; an 
 trained on them still scores every step (Yuan et al., 2024, "Free Process Rewards without
 Process Labels").
 
-`--estimation checker` (synthetic tasks only) labels every step by the task's own step checker
-and samples no completions: the analogue of human process labels (PRM800K's), which no real
+`--estimation checker` (synthetic tasks only) labels every step but the last (which, as in every
+mode, the solution's correctness labels) by the task's own step checker and samples no
+completions: the analogue of human process labels (PRM800K's), which no real
 task gives for free. A PRM trained on them is the upper bound of what better labels can buy.
 
 Every step prefix extends the one before it, so the steps of one solution run one after
