@@ -50,10 +50,9 @@ STRATEGIES = [
     "weighted_best_of_n:aggregation=min@4,16,64",
     f"weighted_best_of_n:{BOTH}@4,16,64",
     "particle_filter@4,16",
-    "particle_filter:confidence_weight=3@4,16,64",
-    "auto@8,16,64",  # its default: particle filtering with the PRM and the likelihood
-    "auto:hard=weighted_best_of_n,"
-    "hard_options={aggregation: min, confidence_weight: 2, prm_weight: 2}@16,64",
+    "particle_filter:confidence_weight=3@4,8,16,64",
+    "auto@8,16,64",  # its default: a particle filter's probe, the same filter for the rest
+    "auto:probe_with=majority,confidence=0.5625@16,64",  # Snell et al.'s: vote where 3 of 4 agree
     "beam@16",
     "mcts@16",
 ]
@@ -108,7 +107,7 @@ def verdict(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[s
     cheapest = min(matching, key=lambda r: r["tokens"], default=None)
     auto_vs_best = {}
     default_auto = [
-        r for r in rows if family(r["strategy"]) == "auto" and "hard=" not in r["strategy"]
+        r for r in rows if family(r["strategy"]) == "auto" and "probe_with=" not in r["strategy"]
     ]
     fixed = [r for r in rows if family(r["strategy"]) != "auto"]
     for auto in sorted(default_auto, key=lambda r: r["n"]):

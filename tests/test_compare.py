@@ -177,5 +177,5 @@ def test_the_ceiling_names_the_budget_it_is_for(three_strategies):
     rows = [row for row in three_strategies[0]["rows"] if row["strategy"] == "majority"]
     # A random model answers nothing: pass@1 and pass@4 tie at 0, and the legend said pass@1.
     assert [r["pass@n"] for r in rows] == [0.0, 0.0]
-    legend = [t.get_text() for t in figure(rows, "n=1,4").axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in figure(rows, "n=1,4").legends[0].get_texts()]
     assert "ceiling: pass@4 of majority (0.00)" in legend

@@ -76,12 +76,15 @@ def test_an_option_over_its_server_limit_is_refused_by_name(client, option):
     assert f"tts.{option} is {OVER[option][option]}" in refused.value.message
 
 
-def test_the_options_of_autos_hard_strategy_are_held_to_the_same_limits(client):
-    options = {"strategy": "auto", "n": 8, "hard": "mcts", "hard_options": {"expand_k": 10**5}}
+@pytest.mark.parametrize("stage", ["probe", "hard"])
+def test_the_options_of_autos_strategies_are_held_to_the_same_limits(client, stage):
+    strategy = {"probe": "probe_with", "hard": "hard"}[stage]
+    options = {"strategy": "auto", "n": 8, strategy: "mcts"}
+    options[f"{stage}_options"] = {"expand_k": 10**5}
     with pytest.raises(openai.BadRequestError) as refused:
         search(client, options)
-    assert refused.value.param == "tts.hard_options.expand_k"
-    assert "tts.hard_options.expand_k is 100000" in refused.value.message
+    assert refused.value.param == f"tts.{stage}_options.expand_k"
+    assert f"tts.{stage}_options.expand_k is 100000" in refused.value.message
 
 
 def test_every_option_that_multiplies_work_has_a_limit():

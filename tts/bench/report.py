@@ -97,21 +97,32 @@ def plot(
     rows: list[dict[str, Any]], path: Path, title: str, panels: tuple[Panel, ...] = (TOKENS,)
 ) -> Path:
     """Draw `figure(rows, title, panels)` to `path`."""
-    figure(rows, title, panels).savefig(path)
+    # "tight": the legend below the panels grows with the strategies; nothing of it is cut.
+    figure(rows, title, panels).savefig(path, bbox_inches="tight")
     return path
 
 
 def figure(rows: list[dict[str, Any]], title: str, panels: tuple[Panel, ...] = (TOKENS,)) -> Any:
     """Accuracy against compute (a matplotlib Figure), one panel per x (generated tokens, by
     default), one line per strategy, each point labelled with its n; the best pass@n of any row
-    as a dashed ceiling (what a perfect selector reaches)."""
+    as a dashed ceiling (what a perfect selector reaches). One legend below the panels serves
+    them all: inside, it would hide points, wherever they are."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
     drawing = Figure(figsize=(7.5 * len(panels), 5.5), dpi=150)
-    for axes, (key, label) in zip(drawing.subplots(1, len(panels), squeeze=False)[0], panels):
+    grid = drawing.subplots(1, len(panels), squeeze=False)[0]
+    for axes, (key, label) in zip(grid, panels):
         _draw(axes, rows, key, label)
     drawing.suptitle(title, fontsize=10)
     drawing.tight_layout()
+    drawing.legend(
+        *grid[0].get_legend_handles_labels(),
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),
+        ncol=len(panels) + 1,
+        fontsize=7,
+        frameon=False,
+    )
     return drawing
 
 
@@ -163,10 +174,11 @@ def _draw(axes: Any, rows: list[dict[str, Any]], key: str, label: str) -> None:
     _log_axis(axes.xaxis, [max(r[key], 1e-9) for r in rows])
     axes.set_xlabel(label)
     axes.set_ylabel("accuracy")
-    axes.set_ylim(-0.05, 1.05)
+    # From a tenth below the lowest point to the top: a run whose points all sit between 0.5
+    # and 0.7 should not squeeze them into a fifth of the height.
+    lowest = min((r["accuracy"] for r in rows), default=0.0)
+    axes.set_ylim(max(math.floor(lowest * 10) / 10 - 0.05, -0.05), 1.05)
     axes.grid(True, which="both", alpha=0.3)
-    # Below the axes: inside, it would hide points, wherever they are.
-    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
 
 
 def _log_axis(axis: Any, xs: list[float]) -> None:

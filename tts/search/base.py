@@ -101,6 +101,15 @@ class Usage:
             self.cached_tokens += completion.cached_tokens
             self.completion_tokens += len(completion.token_ids)
 
+    def include(self, other: Usage) -> None:
+        """Count what another search spent (a strategy that runs others, as `auto` does)."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.scorer_calls += other.scorer_calls
+        self.scorer_tokens += other.scorer_tokens
+        self.budget_exhausted |= other.budget_exhausted
+
 
 @dataclass
 class Candidate:

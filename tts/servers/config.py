@@ -136,16 +136,17 @@ class ServerConfig(BaseModel):
     def beyond_limits(self, options: dict[str, Any]) -> tuple[str, str] | None:
         """The first strategy option above the server limit it is held to (LIMITS), as the
         option's name and a message saying so; None when every option is within its limit.
-        The options of a strategy that another one runs (auto's hard_options) are held to the
-        same limits."""
+        The options of a strategy that another one runs (auto's probe_options and hard_options)
+        are held to the same limits."""
         for option, limit_name in LIMITS.items():
             value, limit = options.get(option), getattr(self, limit_name)
             if isinstance(value, int) and value > limit:
                 message = f"{option} is {value}; this server allows at most {limit} ({limit_name})"
                 return option, message
-        nested = options.get("hard_options")
-        if isinstance(nested, dict) and (beyond := self.beyond_limits(nested)):
-            return f"hard_options.{beyond[0]}", f"hard_options.{beyond[1]}"
+        for field in ("probe_options", "hard_options"):
+            nested = options.get(field)
+            if isinstance(nested, dict) and (beyond := self.beyond_limits(nested)):
+                return f"{field}.{beyond[0]}", f"{field}.{beyond[1]}"
         return None
 
     @property
