@@ -20,6 +20,7 @@ LOADERS = {  # recipe -> what `tts train LOOP` reads it with
     "checker_prm.yaml": prm.load_config,
     "large_prm_backbone.yaml": sft.load_config,
     "large_prm.yaml": prm.load_config,
+    "confident_prm.yaml": prm.load_config,
     "prm.yaml": prm.load_config,
     "grpo.yaml": grpo.load_config,
     "ppo.yaml": grpo.load_ppo_config,
