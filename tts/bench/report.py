@@ -174,8 +174,8 @@ def _draw(axes: Any, rows: list[dict[str, Any]], key: str, label: str) -> None:
     _log_axis(axes.xaxis, [max(r[key], 1e-9) for r in rows])
     axes.set_xlabel(label)
     axes.set_ylabel("accuracy")
-    # From a tenth below the lowest point to the top: a run whose points all sit between 0.5
-    # and 0.7 should not squeeze them into a fifth of the height.
+    # From just under the tenth at or below the lowest point to the top: a run whose points all
+    # sit between 0.5 and 0.7 should not squeeze them into a fifth of the height.
     lowest = min((r["accuracy"] for r in rows), default=0.0)
     axes.set_ylim(max(math.floor(lowest * 10) / 10 - 0.05, -0.05), 1.05)
     axes.grid(True, which="both", alpha=0.3)

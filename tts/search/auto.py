@@ -29,9 +29,9 @@ from tts.engine import Backend
 from tts.errors import TTSError
 from tts.search.base import SearchResult, Strategy, StrategyConfig
 from tts.search.registry import make_strategy
-from tts.search.select import select
+from tts.search.select import same_answer, select
 from tts.seeds import derive_seed
-from tts.verifiers import Scorer, math_equal
+from tts.verifiers import Scorer
 
 # What `auto` passes on to the strategies it runs: every shared option but the budget.
 SHARED = set(StrategyConfig.model_fields) - {"token_budget"}
@@ -95,8 +95,7 @@ def support(result: SearchResult) -> float:
     behind = [
         c
         for c in result.candidates
-        if c.answer is not None
-        and (c.answer == result.answer or math_equal(c.answer, result.answer))
+        if c.answer is not None and same_answer(c.answer, result.answer)
     ]
     return sum(1.0 if c.score is None else c.score for c in behind) / len(result.candidates)
 
@@ -104,6 +103,7 @@ def support(result: SearchResult) -> float:
 class Auto:
     def __init__(self, config: AutoConfig) -> None:
         self.config = config
+        self.probe, self.hard = config.probe_stage(), config.hard_stage()
 
     async def solve(
         self,
@@ -114,13 +114,13 @@ class Auto:
     ) -> SearchResult:
         config = self.config
         start = time.perf_counter()
-        result = await config.probe_stage().solve(problem, backend, scorer, prompt)
+        result = await self.probe.solve(problem, backend, scorer, prompt)
         if support(result) < config.confidence:
-            stage = config.hard_stage()
-            hard = await stage.solve(problem, backend, scorer, prompt)
+            hard = await self.hard.solve(problem, backend, scorer, prompt)
             hard.candidates = result.candidates + hard.candidates
             if config.probe_with == config.hard:
-                chosen = select(hard.candidates, getattr(stage.config, "selection", "weighted"))
+                how = getattr(self.hard.config, "selection", "weighted")
+                chosen = select(hard.candidates, how)
                 hard.answer, hard.text = (chosen.answer, chosen.text) if chosen else (None, "")
             hard.usage.include(result.usage)
             result = hard

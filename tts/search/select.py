@@ -26,12 +26,17 @@ def vote(answers: list[str | None]) -> list[list[int]]:
             continue
         for cluster in clusters:
             head = answers[cluster[0]]
-            if answer == head or math_equal(answer, head):
+            if same_answer(answer, head):
                 cluster.append(i)
                 break
         else:
             clusters.append([i])
     return sorted(clusters, key=len, reverse=True)  # stable: ties keep first-seen order
+
+
+def same_answer(a: str, b: str) -> bool:
+    """Whether two extracted answers say the same (exact text first, then math-verify)."""
+    return a == b or math_equal(a, b)
 
 
 def select(candidates: list[Candidate], how: Selection) -> Candidate | None:
