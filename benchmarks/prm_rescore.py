@@ -1,0 +1,179 @@
+"""Which verifier selects best, on the same samples: rescore a finished run's candidates.
+
+    python benchmarks/prm_rescore.py --run runs/search-frontier \
+        --strategy "weighted_best_of_n[aggregation=min,prm=builtin]" --n 16 \
+        --prm builtin --prm runs/large-prm/prm/final --prm runs/confident-prm/prm/final
+
+Comparing PRMs by rerunning a search costs a full generation per PRM and lets the samples
+differ. This rescores the candidates a `tts compare` or `tts bench` run already stored (one
+strategy and budget from its results.jsonl) with each `--prm` (the first is the baseline), and
+with their ensemble (the mean of their step probabilities) when there are several, then picks
+each problem's answer by weighted best-of-N: the PRM's score alone (per-step scores aggregated
+by `--aggregation`), and as the product of experts with the policy's likelihood that
+`weighted_best_of_n:confidence_weight=2,prm_weight=2` uses, PRM^2 x exp(2 (log pi(sample) -
+the best log pi of the problem's samples)). log pi is recomputed by the policy (`--model`) on
+the sample's text after its prompt, one tokenization, the end-of-turn token included when the
+sample stopped.
+
+Prints the table and writes benchmarks/results/prm_rescore.json: per scorer, accuracy alone
+and with the likelihood, each paired against the first PRM on the same problems (difference
+and 95% bootstrap interval, `search_frontier.paired`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import torch
+from search_frontier import paired
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tts.data.datasets import load_dataset
+from tts.data.jsonl import read_records
+from tts.models.builtin import resolve_model
+from tts.prompts import DEFAULT_INSTRUCTION, build_prompt
+from tts.search.base import Candidate
+from tts.search.select import select
+from tts.verifiers import aggregate, load_scorer
+
+PRODUCT = {"prm_weight": 2.0, "confidence_weight": 2.0}  # the frontier's weights (tuning set)
+
+
+def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:
+    """A solution's steps as `weighted_best_of_n` scores them."""
+    return [step for step in text.split(delimiter) if step.strip()] or [text]
+
+
+@torch.no_grad()
+def log_likelihoods(model, tokenizer, prompt: str, candidates: list[dict]) -> list[float]:
+    """log pi of each candidate's text after `prompt` (and of the end of turn, if it stopped)."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    totals = []
+    for candidate in candidates:
+        ids = tokenizer(candidate["text"], add_special_tokens=False)["input_ids"]
+        if candidate["finish_reason"] == "stop" and tokenizer.eos_token_id is not None:
+            ids = [*ids, tokenizer.eos_token_id]
+        inputs = torch.tensor([prompt_ids + ids])
+        logits = model(input_ids=inputs).logits[0, len(prompt_ids) - 1 : -1].float()
+        chosen = logits.log_softmax(-1).gather(-1, torch.tensor(ids)[:, None])
+        totals.append(float(chosen.sum()))
+    return totals
+
+
+def pick(candidates: list[dict], scores: list[float]) -> bool:
+    """Whether weighted best-of-N with these scores answers the problem right."""
+    chosen = select(
+        [
+            Candidate(c["text"], c["answer"], s, c["tokens"], c["finish_reason"])
+            for c, s in zip(candidates, scores)
+        ],
+        "weighted",
+    )
+    return bool(
+        chosen is not None and any(c["correct"] for c in candidates if c["answer"] == chosen.answer)
+    )
+
+
+async def step_scores(scorers, problem: str, candidates: list[dict]) -> list[list[list[float]]]:
+    """Per scorer, per candidate, its step scores."""
+    return [
+        await asyncio.gather(*(s.score(problem, split_steps(c["text"])) for c in candidates))
+        for s in scorers
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="folder with results.jsonl")
+    parser.add_argument("--strategy", required=True, help="the stored strategy label")
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--prm", action="append", required=True, help="PRM folder or builtin")
+    parser.add_argument("--aggregation", default="min", help="last|min|prod|mean")
+    parser.add_argument("--model", default="builtin", help="the policy that wrote the samples")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/prm_rescore.json"))
+    args = parser.parse_args()
+
+    records = [
+        r
+        for r in read_records(args.run / "results.jsonl")
+        if r["strategy"] == args.strategy and r["n"] == args.n
+    ]
+    if not records:
+        raise SystemExit(f"no {args.strategy} rows at n={args.n} in {args.run}/results.jsonl")
+    problems = {p.id: p.problem for p in load_dataset(records[0]["dataset"])}
+    scorers = [load_scorer(path) for path in args.prm]
+    names = [*args.prm, *(["mean of the PRMs"] if len(args.prm) > 1 else [])]
+    policy_path = resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(policy_path)
+    model = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32).eval()
+
+    outcomes: list[dict] = []  # one row per (scorer, problem, mode), as `paired` reads them
+    for record in records:
+        problem, candidates = problems[record["problem_id"]], record["candidates"]
+        per_prm = asyncio.run(step_scores(scorers, problem, candidates))
+        if len(scorers) > 1:
+            per_prm.append([[sum(v) / len(v) for v in zip(*steps)] for steps in zip(*per_prm)])
+        prompt = build_prompt(tokenizer, problem, DEFAULT_INSTRUCTION)
+        likelihoods = log_likelihoods(model, tokenizer, prompt, candidates)
+        best = max(likelihoods)
+        for name, steps in zip(names, per_prm):
+            alone = [aggregate(s, args.aggregation) for s in steps]
+            both = [
+                a ** PRODUCT["prm_weight"] * math.exp(PRODUCT["confidence_weight"] * (ll - best))
+                for a, ll in zip(alone, likelihoods)
+            ]
+            for mode, scores in (("alone", alone), ("with likelihood", both)):
+                outcomes.append(
+                    {
+                        "strategy": f"{name} | {mode}",
+                        "n": args.n,
+                        "problem_id": record["problem_id"],
+                        "correct": pick(candidates, scores),
+                    }
+                )
+
+    rows = []
+    for name in names:
+        row = {"scorer": name}
+        for mode in ("alone", "with likelihood"):
+            mine = [o["correct"] for o in outcomes if o["strategy"] == f"{name} | {mode}"]
+            row[mode] = sum(mine) / len(mine)
+            base = (f"{names[0]} | {mode}", args.n)
+            row[f"{mode} vs first"] = paired(outcomes, (f"{name} | {mode}", args.n), base)
+        rows.append(row)
+    print(f"{args.strategy} at n={args.n}, {len(records)} problems of {records[0]['dataset']}")
+    print("| scorer | alone | with likelihood | with likelihood, paired vs the first |")
+    print("| --- | ---: | ---: | --- |")
+    for r in rows:
+        versus = r["with likelihood vs first"]
+        low, high = versus["ci95"]
+        print(
+            f"| {r['scorer']} | {r['alone']:.3f} | {r['with likelihood']:.3f} "
+            f"| {versus['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "run": str(args.run),
+                "strategy": args.strategy,
+                "n": args.n,
+                "dataset": records[0]["dataset"],
+                "problems": len(records),
+                "aggregation": args.aggregation,
+                "product": PRODUCT,
+                "rows": rows,
+            },
+            indent=2,
+            default=float,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
