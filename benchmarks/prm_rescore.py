@@ -66,16 +66,12 @@ def log_likelihoods(model, tokenizer, prompt: str, candidates: list[dict]) -> li
 
 def pick(candidates: list[dict], scores: list[float]) -> bool:
     """Whether weighted best-of-N with these scores answers the problem right."""
-    chosen = select(
-        [
-            Candidate(c["text"], c["answer"], s, c["tokens"], c["finish_reason"])
-            for c, s in zip(candidates, scores)
-        ],
-        "weighted",
-    )
-    return bool(
-        chosen is not None and any(c["correct"] for c in candidates if c["answer"] == chosen.answer)
-    )
+    rescored = [
+        Candidate(c["text"], c["answer"], s, c["tokens"], c["finish_reason"])
+        for c, s in zip(candidates, scores)
+    ]
+    chosen = select(rescored, "weighted")
+    return any(r is chosen and c["correct"] for r, c in zip(rescored, candidates))
 
 
 async def step_scores(scorers, problem: str, candidates: list[dict]) -> list[list[list[float]]]:
