@@ -12,8 +12,8 @@ each problem's answer by weighted best-of-N: the PRM's score alone (per-step sco
 by `--aggregation`), and as the product of experts with the policy's likelihood that
 `weighted_best_of_n:confidence_weight=2,prm_weight=2` uses, PRM^2 x exp(2 (log pi(sample) -
 the best log pi of the problem's samples)). log pi is recomputed by the policy (`--model`) on
-the sample's text after its prompt, one tokenization, the end-of-turn token included when the
-sample stopped.
+the sample's text after its prompt (with the run's `instruction`), one tokenization, the
+end-of-turn token included when the sample stopped.
 
 Prints the table and writes benchmarks/results/prm_rescore.json: per scorer, accuracy alone
 and with the likelihood, each paired against the first PRM on the same problems (difference
@@ -113,7 +113,8 @@ def main() -> None:
         per_prm = asyncio.run(step_scores(scorers, problem, candidates))
         if len(scorers) > 1:
             per_prm.append([[sum(v) / len(v) for v in zip(*steps)] for steps in zip(*per_prm)])
-        prompt = build_prompt(tokenizer, problem, DEFAULT_INSTRUCTION)
+        instruction = record["params"].get("instruction", DEFAULT_INSTRUCTION)
+        prompt = build_prompt(tokenizer, problem, instruction)
         likelihoods = log_likelihoods(model, tokenizer, prompt, candidates)
         best = max(likelihoods)
         for name, steps in zip(names, per_prm):
