@@ -21,6 +21,7 @@ CASES = {
     "dvts": dict(n=4, beam_width=2, **STEP),
     "mcts": dict(n=8, expand_k=2, concurrency=4, **STEP),
     "particle_filter": dict(n=4, **STEP),
+    "particle_gibbs": dict(n=4, iterations=2, **STEP),
     "adaptive_majority": dict(n=8, wave=2, max_tokens=24, seed=0),
     "deepconf": dict(n=8, warmup=2, window=4, max_tokens=24, seed=0),
     "auto": dict(n=8, probe=2, hard="best_of_n", max_tokens=24, seed=0),

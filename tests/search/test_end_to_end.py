@@ -19,6 +19,7 @@ CASES = {
     "dvts": dict(n=4, beam_width=2, **STEP),
     "mcts": dict(n=4, simulations=4, expand_k=2, **STEP),
     "particle_filter": dict(n=4, **STEP),
+    "particle_gibbs": dict(n=4, iterations=2, **STEP),
 }
 
 

@@ -38,6 +38,8 @@ STRATEGIES = {
     "beam": (STEPS, {"n": 2, "beam_width": 1}),
     "dvts": (STEPS, {"n": 2, "beam_width": 1}),
     "mcts": (STEPS, {"n": 2, "expand_k": 1, "concurrency": 1}),
+    "particle_filter": (STEPS, {"n": 2}),
+    "particle_gibbs": (STEPS, {"n": 4, "iterations": 2}),
 }
 
 

@@ -86,6 +86,52 @@ def systematic_resample(weights: list[float], n: int, rng: random.Random) -> lis
     return picks
 
 
+async def run_filter(
+    search: StepSearch, n: int, rng: random.Random, reference: list[Node] | None = None
+) -> list[Node]:
+    """One particle filter of n particles over `search`'s tree, from its root until every
+    particle has finished; the final particles, copies repeated.
+
+    With a `reference` (the nodes of one solution, its first step to its last) this is the
+    conditional filter that particle Gibbs iterates (Andrieu, Doucet & Holenstein, 2010): the
+    reference holds one of the n places in every round, at its step of that round (its last
+    once it has finished), weighs in every draw and may be copied by the others, but is never
+    dropped; the draw fills the other n - 1 places.
+    """
+    config = search.config
+    free = n - 1 if reference else n
+
+    def held(rounds: int) -> list[Node]:
+        return [reference[min(rounds, len(reference)) - 1]] if reference else []
+
+    particles = await search.expand(search.tree.root, free)
+    await search.score(particles)
+    rounds = 1  # steps taken; a particle whose step is new this round stands at that depth
+    while not all(node.terminal for node in particles + held(rounds)):
+        pool = particles + held(rounds)
+        weights = particle_weights(
+            [node.score for node in pool],
+            config.resample_temperature,
+            [node.logprob if node.depth == rounds else 0.0 for node in pool],
+            config.confidence_weight,
+        )
+        copies = Counter(systematic_resample(weights, free, rng))
+        finished: list[Node] = []
+        growing: list[tuple[Node, int]] = []
+        for index, count in sorted(copies.items()):
+            node = pool[index]
+            if node.terminal:
+                finished += [node] * count
+            else:
+                growing.append((node, count))
+        expansions = await asyncio.gather(*(search.expand(node, k) for node, k in growing))
+        children = [child for group in expansions for child in group]
+        await search.score(children)
+        particles = finished + children
+        rounds += 1
+    return particles + held(rounds)
+
+
 class ParticleFilter:
     def __init__(self, config: ParticleFilterConfig) -> None:
         self.config = config
@@ -101,33 +147,8 @@ class ParticleFilter:
         search = StepSearch(
             config, problem, backend, scorer, prompt, logprobs=config.confidence_weight > 0
         )
-        seed = derive_seed(config.seed, "resample")
-        rng = random.Random(seed)
-        particles = await search.expand(search.tree.root, config.n)
-        await search.score(particles)
-        new = {node.id for node in particles}
-        while not all(node.terminal for node in particles):
-            weights = particle_weights(
-                [node.score for node in particles],
-                config.resample_temperature,
-                [node.logprob if node.id in new else 0.0 for node in particles],
-                config.confidence_weight,
-            )
-            copies = Counter(systematic_resample(weights, config.n, rng))
-            finished: list[Node] = []
-            growing: list[tuple[Node, int]] = []
-            for index, count in sorted(copies.items()):
-                node = particles[index]
-                if node.terminal:
-                    finished += [node] * count
-                else:
-                    growing.append((node, count))
-            expansions = await asyncio.gather(*(search.expand(node, k) for node, k in growing))
-            children = [child for group in expansions for child in group]
-            await search.score(children)
-            particles = finished + children
-            new = {node.id for node in children}
-        return search.result(particles)
+        rng = random.Random(derive_seed(config.seed, "resample"))
+        return search.result(await run_filter(search, config.n, rng))
 
 
 def _logit(p: float) -> float:

@@ -22,6 +22,7 @@ from tts.search.dvts import DVTS, DVTSConfig
 from tts.search.majority import Majority, MajorityConfig
 from tts.search.mcts import MCTS, MCTSConfig
 from tts.search.particle_filter import ParticleFilter, ParticleFilterConfig
+from tts.search.particle_gibbs import ParticleGibbs, ParticleGibbsConfig
 
 # name -> (strategy class, its config class)
 STRATEGIES: dict[str, tuple[type, type[StrategyConfig]]] = {
@@ -33,6 +34,7 @@ STRATEGIES: dict[str, tuple[type, type[StrategyConfig]]] = {
     "dvts": (DVTS, DVTSConfig),
     "mcts": (MCTS, MCTSConfig),
     "particle_filter": (ParticleFilter, ParticleFilterConfig),
+    "particle_gibbs": (ParticleGibbs, ParticleGibbsConfig),
     "deepconf": (DeepConf, DeepConfConfig),
 }
 

@@ -51,13 +51,17 @@ class SearchTree:
         parent.children.append(node.id)
         return node
 
-    def steps(self, node: Node) -> list[str]:
-        """The texts from the root to `node`: the partial solution it stands for."""
+    def path(self, node: Node) -> list[Node]:
+        """The nodes from the root's child down to `node` (none for the root)."""
         path = []
         while node.parent is not None:
-            path.append(node.text)
+            path.append(node)
             node = self.nodes[node.parent]
         return path[::-1]
+
+    def steps(self, node: Node) -> list[str]:
+        """The texts from the root to `node`: the partial solution it stands for."""
+        return [step.text for step in self.path(node)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: {"nodes": [{id, parent, text, depth, score, visits, value, ...}]}."""

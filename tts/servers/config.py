@@ -29,8 +29,10 @@ LIMITS = {
     "max_steps": "max_steps_limit",
     "token_budget": "max_search_tokens",
 }
-# They change which work is done, not how much (a wave or warm-up larger than n is n).
+# They change which work is done, not how much (a wave or warm-up larger than n is n;
+# particle Gibbs's iterations divide n).
 NO_LIMIT = (
+    "iterations",
     "seed",
     "virtual_loss",
     "top_k",
