@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -37,31 +36,28 @@ from tts.data.jsonl import read_records
 from tts.models.builtin import resolve_model
 from tts.prompts import DEFAULT_INSTRUCTION, build_prompt
 from tts.search.base import Candidate
+from tts.search.best_of_n import product_of_experts, split_steps
 from tts.search.select import select
+from tts.train.logprobs import token_logprobs
 from tts.verifiers import aggregate, load_scorer
 
+DELIMITER = "\n\n"  # weighted_best_of_n's step delimiter, the runs' default
 PRODUCT = {"prm_weight": 2.0, "confidence_weight": 2.0}  # the frontier's weights (tuning set)
-
-
-def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:
-    """A solution's steps as `weighted_best_of_n` scores them."""
-    return [step for step in text.split(delimiter) if step.strip()] or [text]
 
 
 @torch.no_grad()
 def log_likelihoods(model, tokenizer, prompt: str, candidates: list[dict]) -> list[float]:
     """log pi of each candidate's text after `prompt` (and of the end of turn, if it stopped)."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    totals = []
+    batch = []
     for candidate in candidates:
         ids = tokenizer(candidate["text"], add_special_tokens=False)["input_ids"]
         if candidate["finish_reason"] == "stop" and tokenizer.eos_token_id is not None:
             ids = [*ids, tokenizer.eos_token_id]
-        inputs = torch.tensor([prompt_ids + ids])
-        logits = model(input_ids=inputs).logits[0, len(prompt_ids) - 1 : -1].float()
-        chosen = logits.log_softmax(-1).gather(-1, torch.tensor(ids)[:, None])
-        totals.append(float(chosen.sum()))
-    return totals
+        batch.append(prompt_ids + ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    logprobs, mask, _ = token_logprobs(model, batch, [len(prompt_ids)] * len(batch), pad, 1.0)
+    return (logprobs * mask).sum(dim=1).tolist()
 
 
 def pick(candidates: list[dict], scores: list[float]) -> bool:
@@ -77,7 +73,9 @@ def pick(candidates: list[dict], scores: list[float]) -> bool:
 async def step_scores(scorers, problem: str, candidates: list[dict]) -> list[list[list[float]]]:
     """Per scorer, per candidate, its step scores."""
     return [
-        await asyncio.gather(*(s.score(problem, split_steps(c["text"])) for c in candidates))
+        await asyncio.gather(
+            *(s.score(problem, split_steps(c["text"], DELIMITER)) for c in candidates)
+        )
         for s in scorers
     ]
 
@@ -120,8 +118,7 @@ def main() -> None:
         for name, steps in zip(names, per_prm):
             alone = [aggregate(s, args.aggregation) for s in steps]
             both = [
-                a ** PRODUCT["prm_weight"] * math.exp(PRODUCT["confidence_weight"] * (ll - best))
-                for a, ll in zip(alone, likelihoods)
+                product_of_experts(a, ll - best, **PRODUCT) for a, ll in zip(alone, likelihoods)
             ]
             for mode, scores in (("alone", alone), ("with likelihood", both)):
                 outcomes.append(

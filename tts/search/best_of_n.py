@@ -44,6 +44,21 @@ class WeightedBestOfNConfig(BestOfNConfig):
     selection: Selection = Field("weighted", description="final pick: best|weighted|majority")
 
 
+def split_steps(text: str, delimiter: str) -> list[str]:
+    """A whole solution's steps, as the PRM scores them: the text between delimiters, blank ones
+    dropped (the text itself when it has none)."""
+    return [step for step in text.split(delimiter) if step.strip()] or [text]
+
+
+def product_of_experts(
+    prm: float, likelihood_gap: float, prm_weight: float, confidence_weight: float
+) -> float:
+    """PRM^prm_weight x exp(confidence_weight x likelihood_gap), where likelihood_gap is the
+    solution's log pi minus the best among the n (<= 0, so the best-liked solution keeps its
+    PRM score)."""
+    return prm**prm_weight * math.exp(confidence_weight * likelihood_gap)
+
+
 class BestOfN:
     def __init__(self, config: BestOfNConfig) -> None:
         self.config = config
@@ -65,10 +80,7 @@ class BestOfN:
             prompt, config.sampling_params(config.n, logprobs=logprobs)
         )
         usage.add(completions)
-        steps = [
-            [step for step in c.text.split(config.step_delimiter) if step.strip()] or [c.text]
-            for c in completions
-        ]
+        steps = [split_steps(c.text, config.step_delimiter) for c in completions]
         scores = await asyncio.gather(*(scorer.score(problem, s) for s in steps))
         usage.scorer_calls += len(steps)
         usage.scorer_tokens += sum(scorer_tokens(scorer, problem, s) for s in steps)
@@ -78,8 +90,12 @@ class BestOfN:
             Candidate(
                 c.text,
                 extract_answer(c.text),
-                aggregate(s, config.aggregation) ** config.prm_weight
-                * math.exp(config.confidence_weight * (likelihood - best)),
+                product_of_experts(
+                    aggregate(s, config.aggregation),
+                    likelihood - best,
+                    config.prm_weight,
+                    config.confidence_weight,
+                ),
                 len(c.token_ids),
                 c.finish_reason,
             )

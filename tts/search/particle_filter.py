@@ -148,7 +148,11 @@ class ParticleFilter:
             config, problem, backend, scorer, prompt, logprobs=config.confidence_weight > 0
         )
         rng = random.Random(derive_seed(config.seed, "resample"))
-        return search.result(await run_filter(search, config.n, rng))
+        return search.result(await self.sweep(search, rng))
+
+    async def sweep(self, search: StepSearch, rng: random.Random) -> list[Node]:
+        """The final particles the answer is chosen among: one filter of n."""
+        return await run_filter(search, self.config.n, rng)
 
 
 def _logit(p: float) -> float:

@@ -20,17 +20,15 @@ import random
 
 from pydantic import Field, model_validator
 
-from tts.engine import Backend
-from tts.search.base import SearchResult
 from tts.search.particle_filter import (
+    ParticleFilter,
     ParticleFilterConfig,
     particle_weights,
     run_filter,
     systematic_resample,
 )
 from tts.search.steps import StepSearch
-from tts.seeds import derive_seed
-from tts.verifiers import Scorer
+from tts.search.tree import Node
 
 
 class ParticleGibbsConfig(ParticleFilterConfig):
@@ -51,22 +49,13 @@ class ParticleGibbsConfig(ParticleFilterConfig):
         return self
 
 
-class ParticleGibbs:
-    def __init__(self, config: ParticleGibbsConfig) -> None:
-        self.config = config
+class ParticleGibbs(ParticleFilter):
+    """The particle filter's `solve`, with `iterations` conditional filters as its sweep."""
 
-    async def solve(
-        self,
-        problem: str,
-        backend: Backend,
-        scorer: Scorer | None = None,
-        prompt: str | None = None,
-    ) -> SearchResult:
+    config: ParticleGibbsConfig
+
+    async def sweep(self, search: StepSearch, rng: random.Random) -> list[Node]:
         config = self.config
-        search = StepSearch(
-            config, problem, backend, scorer, prompt, logprobs=config.confidence_weight > 0
-        )
-        rng = random.Random(derive_seed(config.seed, "resample"))
         size = config.n // config.iterations
         particles = await run_filter(search, size, rng)
         for _ in range(config.iterations - 1):
@@ -77,4 +66,4 @@ class ParticleGibbs:
             )
             reference = search.tree.path(particles[systematic_resample(weights, 1, rng)[0]])
             particles = await run_filter(search, size, rng, reference)
-        return search.result(particles)
+        return particles
