@@ -11,13 +11,14 @@ with their ensemble (the mean of their step probabilities) when there are severa
 each problem's answer by weighted best-of-N: the PRM's score alone (per-step scores aggregated
 by `--aggregation`), and as the product of experts with the policy's likelihood that
 `weighted_best_of_n:confidence_weight=2,prm_weight=2` uses, PRM^2 x exp(2 (log pi(sample) -
-the best log pi of the problem's samples)). log pi is recomputed by the policy (`--model`) on
-the sample's text after its prompt (with the run's `instruction`), one tokenization, the
-end-of-turn token included when the sample stopped.
+the best log pi of the problem's samples)); `--product A,B` (repeatable) rescores with other
+weights, PRM^A x exp(B ...), to retune them for a new PRM on tuning problems. log pi is
+recomputed by the policy (`--model`) on the sample's text after its prompt (with the run's
+`instruction`), one tokenization, the end-of-turn token included when the sample stopped.
 
 Prints the table and writes benchmarks/results/prm_rescore.json: per scorer, accuracy alone
-and with the likelihood, each paired against the first PRM on the same problems (difference
-and 95% bootstrap interval, `search_frontier.paired`).
+and with the likelihood (per pair of weights), each paired against the first PRM on the same
+problems (difference and 95% bootstrap interval, `search_frontier.paired`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,17 @@ from tts.train.logprobs import token_logprobs
 from tts.verifiers import aggregate, load_scorer
 
 DELIMITER = "\n\n"  # weighted_best_of_n's step delimiter, the runs' default
-PRODUCT = {"prm_weight": 2.0, "confidence_weight": 2.0}  # the frontier's weights (tuning set)
+PRODUCT = (2.0, 2.0)  # the frontier's (prm_weight, confidence_weight), chosen on tuning problems
+
+
+def weights(text: str) -> tuple[float, float]:
+    """`--product A,B`: the PRM's weight and the likelihood's."""
+    try:
+        prm_weight, confidence_weight = (float(part) for part in text.split(","))
+    except ValueError:
+        message = f"expected PRM_WEIGHT,LIKELIHOOD_WEIGHT, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    return prm_weight, confidence_weight
 
 
 @torch.no_grad()
@@ -88,8 +99,16 @@ def main() -> None:
     parser.add_argument("--prm", action="append", required=True, help="PRM folder or builtin")
     parser.add_argument("--aggregation", default="min", help="last|min|prod|mean")
     parser.add_argument("--model", default="builtin", help="the policy that wrote the samples")
+    parser.add_argument(
+        "--product",
+        type=weights,
+        action="append",
+        help="PRM_WEIGHT,LIKELIHOOD_WEIGHT of the product with the likelihood (default 2,2)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/prm_rescore.json"))
     args = parser.parse_args()
+    products = args.product or [PRODUCT]
+    modes = ["alone", *(f"with likelihood {a:g},{b:g}" for a, b in products)]
 
     records = [
         r
@@ -117,10 +136,11 @@ def main() -> None:
         best = max(likelihoods)
         for name, steps in zip(names, per_prm):
             alone = [aggregate(s, args.aggregation) for s in steps]
-            both = [
-                product_of_experts(a, ll - best, **PRODUCT) for a, ll in zip(alone, likelihoods)
+            products_scores = [
+                [product_of_experts(a, ll - best, *product) for a, ll in zip(alone, likelihoods)]
+                for product in products
             ]
-            for mode, scores in (("alone", alone), ("with likelihood", both)):
+            for mode, scores in zip(modes, [alone, *products_scores]):
                 outcomes.append(
                     {
                         "strategy": f"{name} | {mode}",
@@ -133,22 +153,23 @@ def main() -> None:
     rows = []
     for name in names:
         row = {"scorer": name}
-        for mode in ("alone", "with likelihood"):
+        for mode in modes:
             mine = [o["correct"] for o in outcomes if o["strategy"] == f"{name} | {mode}"]
             row[mode] = sum(mine) / len(mine)
             base = (f"{names[0]} | {mode}", args.n)
             row[f"{mode} vs first"] = paired(outcomes, (f"{name} | {mode}", args.n), base)
         rows.append(row)
     print(f"{args.strategy} at n={args.n}, {len(records)} problems of {records[0]['dataset']}")
-    print("| scorer | alone | with likelihood | with likelihood, paired vs the first |")
-    print("| --- | ---: | ---: | --- |")
+    print("| scorer | weighted by | accuracy | paired vs the first scorer |")
+    print("| --- | --- | ---: | --- |")
     for r in rows:
-        versus = r["with likelihood vs first"]
-        low, high = versus["ci95"]
-        print(
-            f"| {r['scorer']} | {r['alone']:.3f} | {r['with likelihood']:.3f} "
-            f"| {versus['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |"
-        )
+        for mode in modes:
+            versus = r[f"{mode} vs first"]
+            low, high = versus["ci95"]
+            print(
+                f"| {r['scorer']} | {mode} | {r[mode]:.3f} "
+                f"| {versus['difference']:+.3f} [{low:+.3f}, {high:+.3f}] |"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -159,7 +180,7 @@ def main() -> None:
                 "dataset": records[0]["dataset"],
                 "problems": len(records),
                 "aggregation": args.aggregation,
-                "product": PRODUCT,
+                "products": [list(p) for p in products],
                 "rows": rows,
             },
             indent=2,

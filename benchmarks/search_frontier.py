@@ -50,8 +50,8 @@ STRATEGIES = [
     "weighted_best_of_n:aggregation=min@4,16,64",
     f"weighted_best_of_n:{BOTH}@4,16,64",
     "particle_filter@4,16",
-    "particle_filter:confidence_weight=3@4,8,16,64",
-    "auto@8,16,64",  # its default: a particle filter's probe, the same filter for the rest
+    "particle_filter:confidence_weight=3@4,8,16,32,64",
+    "auto@8,16,32,64",  # its default: a particle filter's probe, the same filter for the rest
     "auto:probe_with=majority,confidence=0.5625@16,64",  # Snell et al.'s: vote where 3 of 4 agree
     "beam@16",
     "mcts@16",
