@@ -36,6 +36,7 @@ from tts.data.datasets import load_dataset
 from tts.data.jsonl import read_records
 from tts.models.builtin import resolve_model
 from tts.prompts import DEFAULT_INSTRUCTION, build_prompt
+from tts.search.auto import DEFAULT_OPTIONS
 from tts.search.base import Candidate
 from tts.search.best_of_n import product_of_experts, split_steps
 from tts.search.select import select
@@ -43,7 +44,11 @@ from tts.train.logprobs import token_logprobs
 from tts.verifiers import aggregate, load_scorer
 
 DELIMITER = "\n\n"  # weighted_best_of_n's step delimiter, the runs' default
-PRODUCT = (2.0, 2.0)  # the frontier's (prm_weight, confidence_weight), chosen on tuning problems
+# The product's weights that auto and the frontier use, chosen on tuning problems.
+PRODUCT = (
+    DEFAULT_OPTIONS["weighted_best_of_n"]["prm_weight"],
+    DEFAULT_OPTIONS["weighted_best_of_n"]["confidence_weight"],
+)
 
 
 def weights(text: str) -> tuple[float, float]:
@@ -103,7 +108,8 @@ def main() -> None:
         "--product",
         type=weights,
         action="append",
-        help="PRM_WEIGHT,LIKELIHOOD_WEIGHT of the product with the likelihood (default 2,2)",
+        help="PRM_WEIGHT,LIKELIHOOD_WEIGHT of the product with the likelihood "
+        f"(default {PRODUCT[0]:g},{PRODUCT[1]:g})",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/prm_rescore.json"))
     args = parser.parse_args()
