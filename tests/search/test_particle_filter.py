@@ -10,7 +10,8 @@ from collections import Counter
 
 import pytest
 
-from tests.search.toy import ToyBackend, ToyScorer
+from tests.search.toy import RootByFilter, ToyBackend, ToyScorer
+from tts.errors import TTSError
 from tts.search import make_strategy
 from tts.search.particle_filter import particle_weights, systematic_resample
 
@@ -86,3 +87,33 @@ def test_a_finished_particle_stays_in_the_draw_with_its_weight():
 def test_particle_filter_needs_a_scorer():
     with pytest.raises(Exception, match="process reward model"):
         asyncio.run(make_strategy("particle_filter", n=2).solve("toy", ToyBackend(TABLE)))
+
+
+def test_independent_filters_each_draw_only_among_their_own_particles():
+    # The first filter finds only "bad", the second only "good". One draw over all four
+    # particles would drop "bad"; as two filters, each keeps its own line to the end.
+    leaves = {("good",): ["sure \\boxed{1}"], ("bad",): ["wrong \\boxed{2}"]}
+    backend = RootByFilter(leaves, [["bad"], ["good"]])
+    scorer = ToyScorer({"good": 0.99, "bad": 0.01, "sure \\boxed{1}": 0.9, "wrong \\boxed{2}": 0.1})
+    result = asyncio.run(
+        make_strategy("particle_filter", n=4, filters=2, seed=0).solve("toy", backend, scorer)
+    )
+    assert [(steps, params.n) for steps, params in backend.calls] == [
+        ((), 2),  # filter 1: two particles, both "bad"
+        (("bad",), 1),
+        (("bad",), 1),
+        ((), 2),  # filter 2: two particles, both "good"
+        (("good",), 1),
+        (("good",), 1),
+    ]
+    # The second filter's first steps are new children of the root, with their own seed.
+    assert backend.calls[0][1].seed != backend.calls[3][1].seed
+    assert [c.answer for c in result.candidates] == ["2", "2", "1", "1"]
+    assert result.answer == "1"  # chosen among all of them, by their summed weights
+
+
+def test_filters_must_divide_the_particles():
+    with pytest.raises(TTSError, match="multiple of filters"):
+        make_strategy("particle_filter", n=6, filters=4)
+    with pytest.raises(TTSError, match="filters"):  # particle Gibbs runs its filters in turn
+        make_strategy("particle_gibbs", n=4, filters=2)

@@ -7,27 +7,12 @@ import asyncio
 
 import pytest
 
-from tests.search.toy import ToyBackend, ToyScorer
+from tests.search.toy import RootByFilter, ToyBackend, ToyScorer
 from tts.errors import TTSError
 from tts.search import make_strategy
 
 LEAVES = {("good",): ["sure \\boxed{1}"], ("bad",): ["wrong \\boxed{2}"]}
 SCORES = {"good": 0.99, "bad": 0.01}
-
-
-class RootByFilter(ToyBackend):
-    """The first steps on offer change with each call at the root, that is with each filter:
-    `roots[i]` for the i-th (the last one again after that)."""
-
-    def __init__(self, roots: list[list[str]]) -> None:
-        super().__init__(dict(LEAVES))
-        self.roots = roots
-
-    async def generate(self, prompt, params):
-        self.table[()] = self.roots[
-            min(sum(not steps for steps, _ in self.calls), len(self.roots) - 1)
-        ]
-        return await super().generate(prompt, params)
 
 
 def solve(backend: ToyBackend, **options):
@@ -38,7 +23,7 @@ def solve(backend: ToyBackend, **options):
 def test_a_solution_found_once_survives_and_draws_the_next_filter_to_it():
     # The first filter finds "good"; the second one's only free particle starts at "bad",
     # but the reference outweighs it and the particle is drawn onto the reference's path.
-    backend = RootByFilter([["good", "bad"], ["bad"]])
+    backend = RootByFilter(LEAVES, [["good", "bad"], ["bad"]])
     result = solve(backend, n=4, iterations=2)
     assert [(steps, params.n) for steps, params in backend.calls] == [
         ((), 2),
@@ -49,13 +34,16 @@ def test_a_solution_found_once_survives_and_draws_the_next_filter_to_it():
     assert [c.answer for c in result.candidates] == ["1", "1"] and result.answer == "1"
     # Without the reference the same second filter keeps "bad" (the particle filter at n=1).
     alone = make_strategy("particle_filter", n=1, seed=0)
-    assert asyncio.run(alone.solve("toy", RootByFilter([["bad"]]), ToyScorer(SCORES))).answer == "2"
+    assert (
+        asyncio.run(alone.solve("toy", RootByFilter(LEAVES, [["bad"]]), ToyScorer(SCORES))).answer
+        == "2"
+    )
 
 
 def test_the_reference_is_never_dropped_however_light():
     # The first filter only finds "bad"; its solution keeps its place in the second filter,
     # where the free particle finds "good" and the weighted pick answers with it.
-    result = solve(RootByFilter([["bad", "bad"], ["good"]]), n=4, iterations=2)
+    result = solve(RootByFilter(LEAVES, [["bad", "bad"], ["good"]]), n=4, iterations=2)
     assert sorted(c.answer for c in result.candidates) == ["1", "2"]
     assert result.answer == "1"
 

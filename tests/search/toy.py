@@ -65,6 +65,21 @@ class ToyBackend:
         return completions
 
 
+class RootByFilter(ToyBackend):
+    """A ToyBackend whose first steps on offer change with each call at the root, that is with
+    each particle filter of a search: `roots[i]` for the i-th (the last one again after that)."""
+
+    def __init__(self, table: dict[tuple[str, ...], list[str]], roots: list[list[str]]) -> None:
+        super().__init__(dict(table))
+        self.roots = roots
+
+    async def generate(self, prompt: str, params: SamplingParams) -> list[Completion]:
+        self.table[()] = self.roots[
+            min(sum(not steps for steps, _ in self.calls), len(self.roots) - 1)
+        ]
+        return await super().generate(prompt, params)
+
+
 class ToyScorer:
     """A PRM whose score of a step is `scores[step]` (default 0.5), whatever came before."""
 

@@ -21,6 +21,12 @@ target is the power distribution pi(solution)^(1+c) and whose proposal is pi its
 by MCMC instead). A slip, a token the policy found unlikely, costs its particle at the step it
 happens, where a PRM that cannot check the arithmetic sees nothing. A particle that finished in
 an earlier round took no new step: its factor is 1.
+
+With `filters` k > 1 the n particles run as k independent filters of n / k, one after another,
+and the answer is chosen among all their final particles. The weights of one filter concentrate
+on its likeliest line of reasoning, so past a point more particles only copy it; independent
+filters keep k lines apart, as DVTS splits beam search into independent subtrees (Beeching et
+al., 2024) for the same reason.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import math
 import random
 from collections import Counter
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tts.engine import Backend
 from tts.search.base import SearchResult
@@ -41,8 +47,8 @@ from tts.seeds import derive_seed
 from tts.verifiers import Scorer
 
 
-class ParticleFilterConfig(StepConfig):
-    """N = n particles."""
+class ParticleConfig(StepConfig):
+    """How particles are weighed: what particle filtering and particle Gibbs share."""
 
     resample_temperature: float = Field(
         1.0, gt=0, description="softmax temperature of the weights; lower follows the PRM harder"
@@ -51,6 +57,18 @@ class ParticleFilterConfig(StepConfig):
     confidence_weight: float = Field(
         0.0, ge=0, description="exponent c of each new step's likelihood pi(step)^c; 0: off"
     )
+
+
+class ParticleFilterConfig(ParticleConfig):
+    """N = n particles in all, n / filters per filter."""
+
+    filters: int = Field(1, ge=1, description="independent filters the n particles are split into")
+
+    @model_validator(mode="after")
+    def _filters_divide_n(self) -> ParticleFilterConfig:
+        if self.n % self.filters:
+            raise ValueError(f"n ({self.n}) must be a multiple of filters ({self.filters})")
+        return self
 
 
 def particle_weights(
@@ -151,8 +169,14 @@ class ParticleFilter:
         return search.result(await self.sweep(search, rng))
 
     async def sweep(self, search: StepSearch, rng: random.Random) -> list[Node]:
-        """The final particles the answer is chosen among: one filter of n."""
-        return await run_filter(search, self.config.n, rng)
+        """The final particles the answer is chosen among: those of every filter."""
+        config = self.config
+        particles: list[Node] = []
+        # In turn, not at once: a filter's first steps take their seeds from the children the
+        # root already has, so filters started together would draw the same ones.
+        for _ in range(config.filters):
+            particles += await run_filter(search, config.n // config.filters, rng)
+        return particles
 
 
 def _logit(p: float) -> float:

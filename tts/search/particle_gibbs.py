@@ -21,8 +21,8 @@ import random
 from pydantic import Field, model_validator
 
 from tts.search.particle_filter import (
+    ParticleConfig,
     ParticleFilter,
-    ParticleFilterConfig,
     particle_weights,
     run_filter,
     systematic_resample,
@@ -31,7 +31,7 @@ from tts.search.steps import StepSearch
 from tts.search.tree import Node
 
 
-class ParticleGibbsConfig(ParticleFilterConfig):
+class ParticleGibbsConfig(ParticleConfig):
     """N = n particles in all, n / iterations per filter."""
 
     iterations: int = Field(
