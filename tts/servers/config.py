@@ -30,9 +30,10 @@ LIMITS = {
     "token_budget": "max_search_tokens",
 }
 # They change which work is done, not how much (a wave or warm-up larger than n is n;
-# particle Gibbs's iterations divide n).
+# particle Gibbs's iterations and the particle filter's filters divide n).
 NO_LIMIT = (
     "iterations",
+    "filters",
     "seed",
     "virtual_loss",
     "top_k",
