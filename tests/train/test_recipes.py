@@ -19,7 +19,6 @@ LOADERS = {  # recipe -> what `tts train LOOP` reads it with
     "outcome_prm.yaml": prm.load_config,
     "checker_prm.yaml": prm.load_config,
     "checker_prm_4x.yaml": prm.load_config,
-    "shepherd_prm_8x.yaml": prm.load_config,
     "large_prm_backbone.yaml": sft.load_config,
     "large_prm.yaml": prm.load_config,
     "confident_prm.yaml": prm.load_config,
