@@ -81,13 +81,19 @@ def by_accuracy(row: dict[str, Any]) -> tuple[float, float]:
     return row["accuracy"], -row["tokens"]
 
 
-def rival(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A fixed strategy's row as auto's rival: its label and budget, accuracy, tokens."""
+def rival(
+    row: dict[str, Any] | None, auto: dict[str, Any], records: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A fixed strategy's row as auto's rival: its label and budget, accuracy, tokens, and auto
+    minus it, paired on the same problems."""
     if row is None:
         return None
     return {
         "strategy": f"{row['strategy']} n={row['n']}",
         **{k: row[k] for k in ("accuracy", "tokens")},
+        "auto_minus_it": paired(
+            records, (auto["strategy"], auto["n"]), (row["strategy"], row["n"])
+        ),
     }
 
 
@@ -118,8 +124,8 @@ def verdict(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[s
         auto_vs_best[str(auto["n"])] = {
             "auto_accuracy": auto["accuracy"],
             "auto_tokens": auto["tokens"],
-            "best_fixed_at_same_n": rival(same_n),
-            "best_fixed_within_auto_tokens": rival(same_tokens),
+            "best_fixed_at_same_n": rival(same_n, auto, records),
+            "best_fixed_within_auto_tokens": rival(same_tokens, auto, records),
             "auto_at_or_above_same_n": bool(same_n and auto["accuracy"] >= same_n["accuracy"]),
             "auto_at_or_above_within_tokens": auto["accuracy"] >= same_tokens["accuracy"],
         }
