@@ -11,9 +11,9 @@ on the threshold, so one `tts compare` of the probe's strategy at `probe` and th
 (`--hard`, by default the same) at `n - probe` and at `n` (resumable in WORK) replays auto at
 every threshold for the price of one, with auto's own `support` and `select`: per threshold,
 accuracy, the share of problems escalated and the tokens per problem (generated, and what the
-scorer read), beside the hard stage's strategy at n alone. The replay
-draws its two stages from the compare run's seeds, not auto's, so it matches a real run in
-distribution, not sample for sample.
+scorer read), beside the hard stage's strategy at n alone. The replay draws its two stages from
+the compare run's seeds, not auto's, so it matches a real run in distribution, not sample for
+sample.
 
 Tune on problems the reported results never use: the default dataset is the frontier's tuning
 problems (docs/frontier.md), never its fresh ones.
@@ -52,9 +52,10 @@ def spent(record: dict[str, Any]) -> tuple[int, int]:
 
 
 def replay(
-    probes: dict[str, dict], hards: dict[str, dict], threshold: float, selection: str
+    probes: dict[str, dict], hards: dict[str, dict], threshold: float, selection: str | None
 ) -> dict[str, Any]:
-    """auto's accuracy, escalated share and tokens per problem at one threshold."""
+    """auto's accuracy, escalated share and tokens per problem at one threshold; `selection`
+    chooses among both stages' candidates, None: the hard stage's answer stands."""
     correct = escalated = tokens = scorer_tokens = 0
     for problem, probe in probes.items():
         generated, read = spent(probe)
@@ -63,10 +64,12 @@ def replay(
         right = probe["correct"]
         if support(answer) < threshold:
             hard = hards[problem]
-            pool = pool + candidates(hard)
-            chosen = select(pool, selection)
-            flags = [c["correct"] for c in probe["candidates"] + hard["candidates"]]
-            right = bool(chosen and flags[pool.index(chosen)])
+            right = hard["correct"]
+            if selection:
+                pool = pool + candidates(hard)
+                chosen = select(pool, selection)
+                flags = [c["correct"] for c in probe["candidates"] + hard["candidates"]]
+                right = bool(chosen and flags[pool.index(chosen)])
             escalated += 1
             generated, read = generated + spent(hard)[0], read + spent(hard)[1]
         correct += right
@@ -126,7 +129,9 @@ def main() -> None:
 
     probes, hards = by_problem(probe_row), by_problem(hard_row)
     probes = {p: probes[p] for p in sorted(probes.keys() & hards.keys())}
-    replayed = [replay(probes, hards, t, args.selection) for t in THRESHOLDS]
+    # As auto: one strategy in both stages chooses among all their candidates.
+    same = args.strategy.split(":")[0] == hard.split(":")[0]
+    replayed = [replay(probes, hards, t, args.selection if same else None) for t in THRESHOLDS]
     print(format_table(result["rows"]))
     print(f"\nauto at n={args.n}: {args.strategy}@{args.probe}, then {hard}@{args.n - args.probe}")
     print("confidence  accuracy  escalated  tokens  scorer tokens")
