@@ -23,15 +23,14 @@ Writes benchmarks/results/auto_threshold_n{N}.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
-from pathlib import Path
 from typing import Any
+
+from compare_flags import base_config, compare_parser
 
 from tts.bench.compare import run_compare
 from tts.bench.report import format_table
-from tts.bench.run import BenchConfig
 from tts.data.jsonl import read_records
 from tts.search.auto import support
 from tts.search.base import Candidate, SearchResult
@@ -86,34 +85,18 @@ def replay(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="builtin")
-    parser.add_argument("--prm", default="builtin")
-    parser.add_argument("--dataset", default="synth:arith:3:400:eval:5")
-    parser.add_argument("--limit", type=int, default=300)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser = compare_parser(
+        __doc__.split("\n\n")[0], "synth:arith:3:400:eval:5", 300, "runs/auto-threshold"
+    )
     parser.add_argument("--n", type=int, default=16, help="auto's budget")
     parser.add_argument("--probe", type=int, default=4, help="auto's probe")
     parser.add_argument("--strategy", default="particle_filter:confidence_weight=3")
     parser.add_argument("--hard", default=None, help="the hard stage's strategy (--strategy)")
     parser.add_argument("--selection", default="weighted", help="the strategy's own selection")
-    parser.add_argument("--work", type=Path, default=Path("runs/auto-threshold"))
-    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     if not 0 < args.probe < args.n:
         parser.error(f"--probe ({args.probe}) must be between 0 and --n ({args.n})")
-    base = BenchConfig(
-        model=args.model,
-        prm=args.prm,
-        dataset=args.dataset,
-        limit=args.limit,
-        temperature=args.temperature,
-        max_tokens=args.max_tokens,
-        concurrency=args.concurrency,
-        out=args.work,
-    )
+    base = base_config(args)
     hard = args.hard or args.strategy
     if hard == args.strategy and args.n == 2 * args.probe:
         # A row's seed derives from the problem and n: both stages would draw the same samples.

@@ -22,19 +22,17 @@ each budget; and search_frontier.png (accuracy against tokens).
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from compare_flags import base_config, compare_parser
 
 from tts.bench.compare import run_compare
 from tts.bench.report import format_table
-from tts.bench.run import BenchConfig
 from tts.data.jsonl import read_records
 
 # The PRM and the policy's likelihood together, weights chosen on tuning problems
@@ -151,28 +149,12 @@ def verdict(rows: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="builtin")
-    parser.add_argument("--prm", default="builtin")
-    parser.add_argument("--dataset", default="synth:arith:3:300:eval:27")
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
-    parser.add_argument("--work", type=Path, default=Path("runs/search-frontier"))
-    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
-    args = parser.parse_args()
-    base = BenchConfig(
-        model=args.model,
-        prm=args.prm,
-        dataset=args.dataset,
-        limit=args.limit,
-        temperature=args.temperature,
-        max_tokens=args.max_tokens,
-        concurrency=args.concurrency,
-        out=args.work,
+    parser = compare_parser(
+        __doc__.split("\n\n")[0], "synth:arith:3:300:eval:27", None, "runs/search-frontier"
     )
+    parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
+    args = parser.parse_args()
+    base = base_config(args)
     result = run_compare(base, args.strategies, report=print)
     rows = result["rows"]
     summary = verdict(rows, read_records(args.work / "results.jsonl"))

@@ -18,15 +18,14 @@ tokens, and the best search (beam, DVTS or MCTS) within a quarter of those token
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
-from pathlib import Path
+
+from compare_flags import base_config, compare_parser
 
 from tts.bench.compare import run_compare
 from tts.bench.report import format_table
-from tts.bench.run import BenchConfig
 
 SEARCHES = ("beam", "dvts", "mcts")
 STRATEGIES = [
@@ -57,27 +56,9 @@ def verdict(rows: list[dict]) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="builtin")
-    parser.add_argument("--prm", default="builtin")
-    parser.add_argument("--dataset", default="synth:arith:3")
-    parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--work", type=Path, default=Path("runs/search-vs-vote"))
-    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    parser = compare_parser(__doc__.split("\n\n")[0], "synth:arith:3", 100, "runs/search-vs-vote")
     args = parser.parse_args()
-    base = BenchConfig(
-        model=args.model,
-        prm=args.prm,
-        dataset=args.dataset,
-        limit=args.limit,
-        temperature=args.temperature,
-        max_tokens=args.max_tokens,
-        concurrency=args.concurrency,
-        out=args.work,
-    )
+    base = base_config(args)
     result = run_compare(base, STRATEGIES)
     rows = result["rows"]
     summary = verdict(rows)
