@@ -29,7 +29,7 @@ from typing import Any
 
 from compare_flags import base_config, compare_parser
 
-from tts.bench.compare import run_compare
+from tts.bench.compare import parse_strategy, run_compare
 from tts.bench.report import format_table
 from tts.data.jsonl import read_records
 from tts.search.auto import support
@@ -46,10 +46,6 @@ def candidates(record: dict[str, Any]) -> list[Candidate]:
     ]
 
 
-def spent(record: dict[str, Any]) -> tuple[int, int]:
-    return record["usage"]["completion_tokens"], record["usage"]["scorer_tokens"]
-
-
 def replay(
     probes: dict[str, dict], hards: dict[str, dict], threshold: float, selection: str | None
 ) -> dict[str, Any]:
@@ -57,7 +53,7 @@ def replay(
     chooses among both stages' candidates, None: the hard stage's answer stands."""
     correct = escalated = tokens = scorer_tokens = 0
     for problem, probe in probes.items():
-        generated, read = spent(probe)
+        stages = [probe]
         pool = candidates(probe)
         answer = SearchResult(answer=probe["answer"], text="", candidates=pool)
         right = probe["correct"]
@@ -70,10 +66,10 @@ def replay(
                 flags = [c["correct"] for c in probe["candidates"] + hard["candidates"]]
                 right = bool(chosen and flags[pool.index(chosen)])
             escalated += 1
-            generated, read = generated + spent(hard)[0], read + spent(hard)[1]
+            stages.append(hard)
         correct += right
-        tokens += generated
-        scorer_tokens += read
+        tokens += sum(r["usage"]["completion_tokens"] for r in stages)
+        scorer_tokens += sum(r["usage"]["scorer_tokens"] for r in stages)
     problems = len(probes)
     return {
         "confidence": threshold,
@@ -113,7 +109,7 @@ def main() -> None:
     probes, hards = by_problem(probe_row), by_problem(hard_row)
     probes = {p: probes[p] for p in sorted(probes.keys() & hards.keys())}
     # As auto: one strategy in both stages chooses among all their candidates.
-    same = args.strategy.split(":")[0] == hard.split(":")[0]
+    same = parse_strategy(args.strategy)[0] == parse_strategy(hard)[0]
     replayed = [replay(probes, hards, t, args.selection if same else None) for t in THRESHOLDS]
     print(format_table(result["rows"]))
     print(f"\nauto at n={args.n}: {args.strategy}@{args.probe}, then {hard}@{args.n - args.probe}")
